@@ -1,0 +1,1 @@
+"""Index: open_clip embeddings, k-means and label-noise estimates."""

@@ -1,0 +1,1 @@
+"""Pure labeling logic: taxonomy, text normalisation, matching, scoring, selection."""

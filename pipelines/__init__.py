@@ -1,0 +1,1 @@
+"""Beam pipelines, file formats and the synthetic crawl generator."""

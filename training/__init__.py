@@ -1,0 +1,1 @@
+"""Training: the bundled trainer that streams dataset shards."""
