@@ -58,9 +58,8 @@ def generate_crawl(config: SynthConfig, out: str, taxonomy: Taxonomy | None = No
     started = time.perf_counter()
     report = progress or (lambda stage, done, total: None)
     fs, root = storage.resolve(out)
-    if fs.exists(root) and fs.ls(root):
-        if not overwrite:
-            raise FileExistsError(f"{out}: already exists and is not empty (pass overwrite to replace it)")
+    if fs.exists(root) and fs.ls(root) and not overwrite:
+        raise FileExistsError(f"{out}: already exists and is not empty (pass overwrite to replace it)")
     parent, name = root.rstrip("/").rsplit("/", 1) if "/" in root.rstrip("/") else (".", root)
     staging = f"{parent}/.{name}.tmp-{uuid.uuid4().hex[:8]}"
     fs.makedirs(staging, exist_ok=True)

@@ -2,8 +2,8 @@
 
 Every class gets a latent "look": its main parent's look shrunk a little plus an offset of its own, so
 siblings share everything but one offset and distant classes differ in many. A fixed random linear
-decoder turns a look into a smooth colour field plus an oriented grating; co-occurring objects are pasted
-into a corner. Atypical images drift towards their confuser's look, so visual confusion mirrors label
+read-out turns a look into a smooth background and a striped, tilted object; co-occurring objects are
+pasted into a corner. Atypical images drift towards their confuser's look, so visual confusion mirrors label
 confusion. Distances between looks survive into pixels (the decoder is linear before the squashing), so
 k-means on any reasonable visual embedding has the hierarchy to find.
 """
@@ -44,27 +44,37 @@ def class_looks(main_parent: np.ndarray, rng: np.random.Generator) -> np.ndarray
 
 
 class Renderer:
-    """Decodes looks into RGB images of one size; fixed by its seed so batches are independent."""
+    """Decodes looks into RGB images of one size: a smooth background and a textured object.
+
+    Everything about the picture (background colours, the object's place, size, tilt, colour and
+    stripes) is a fixed random linear read-out of the look, so similar looks give similar pictures.
+    """
 
     def __init__(self, size: int, rng: np.random.Generator) -> None:
         self.size = size
-        self.colour = rng.standard_normal((LATENT_DIM, 3 * _LOWRES * _LOWRES)).astype(np.float32)
-        self.colour /= np.sqrt(LATENT_DIM)
-        self.grating = rng.standard_normal((LATENT_DIM, 6)).astype(np.float32) / np.sqrt(LATENT_DIM)
+        self.background = rng.standard_normal((LATENT_DIM, 3 * _LOWRES * _LOWRES)).astype(np.float32)
+        self.background /= np.sqrt(LATENT_DIM)
+        self.shape = rng.standard_normal((LATENT_DIM, 12)).astype(np.float32) / np.sqrt(LATENT_DIM)
         self.up_full = _interpolation_matrix(size, _LOWRES)
         self.up_half = _interpolation_matrix(size // 2, _LOWRES)
-        coords = np.arange(size, dtype=np.float32) / size
-        self.yy, self.xx = np.meshgrid(coords, coords, indexing="ij")
 
     def _field(self, latents: np.ndarray, up: np.ndarray) -> np.ndarray:
-        low = (latents @ self.colour).reshape(len(latents), 3, _LOWRES, _LOWRES)
-        field = np.einsum("ij,ncjk,lk->ncil", up, low, up, optimize=True)
-        g = latents @ self.grating  # frequency x/y, phase, colour weights
         side = up.shape[0]
-        yy, xx = self.yy[:side, :side] * self.size / side, self.xx[:side, :side] * self.size / side
-        fx, fy = 1.5 + 4 * np.tanh(g[:, 0]), 1.5 + 4 * np.tanh(g[:, 1])
-        wave = np.sin(2 * np.pi * (fx[:, None, None] * xx + fy[:, None, None] * yy) + 3 * g[:, 2, None, None])
-        return field + 0.8 * np.tanh(g[:, 3:6])[:, :, None, None] * wave[:, None]
+        low = (latents @ self.background).reshape(len(latents), 3, _LOWRES, _LOWRES)
+        background = 0.6 * np.einsum("ij,ncjk,lk->ncil", up, low, up, optimize=True)
+        g = np.tanh(latents @ self.shape)  # 12 shape parameters in (-1, 1)
+        coords = (np.arange(side, dtype=np.float32) + 0.5) / side - 0.5
+        yy, xx = np.meshgrid(coords, coords, indexing="ij")
+        dx, dy = xx[None] - 0.12 * g[:, 0, None, None], yy[None] - 0.12 * g[:, 1, None, None]
+        angle = np.pi * g[:, 2, None, None]
+        u = dx * np.cos(angle) + dy * np.sin(angle)
+        v = -dx * np.sin(angle) + dy * np.cos(angle)
+        ru, rv = 0.28 + 0.1 * g[:, 3, None, None], 0.18 + 0.08 * g[:, 4, None, None]
+        mask = 1.0 / (1.0 + np.exp(-12.0 * (1.0 - (u / ru) ** 2 - (v / rv) ** 2)))
+        freq = 3.0 + 3.0 * g[:, 5, None, None]
+        stripes = np.sin(2 * np.pi * freq * u + 3 * g[:, 6, None, None])
+        colour = 1.8 * g[:, 7:10, None, None] + 0.9 * g[:, 9:12, None, None] * stripes[:, None]
+        return background * (1 - mask[:, None]) + colour * mask[:, None]
 
     def render(self, latents: np.ndarray, inset_latents: np.ndarray | None = None,
                inset: np.ndarray | None = None) -> np.ndarray:
