@@ -70,7 +70,7 @@ class Renderer:
         u = dx * np.cos(angle) + dy * np.sin(angle)
         v = -dx * np.sin(angle) + dy * np.cos(angle)
         ru, rv = 0.28 + 0.1 * g[:, 3, None, None], 0.18 + 0.08 * g[:, 4, None, None]
-        mask = 1.0 / (1.0 + np.exp(-12.0 * (1.0 - (u / ru) ** 2 - (v / rv) ** 2)))
+        mask = 0.5 + 0.5 * np.tanh(6.0 * (1.0 - (u / ru) ** 2 - (v / rv) ** 2))  # a soft-edged ellipse
         freq = 3.0 + 3.0 * g[:, 5, None, None]
         stripes = np.sin(2 * np.pi * freq * u + 3 * g[:, 6, None, None])
         colour = 1.8 * g[:, 7:10, None, None] + 0.9 * g[:, 9:12, None, None] * stripes[:, None]
@@ -83,7 +83,7 @@ class Renderer:
         if inset is not None and inset_latents is not None and inset.any():
             half = self.size // 2
             field[inset, :, half:half * 2, half:half * 2] = self._field(inset_latents[inset], self.up_half)
-        pixels = 255.0 / (1.0 + np.exp(-1.6 * field))
+        pixels = 127.5 * (1.0 + np.tanh(0.8 * field))
         return np.ascontiguousarray(pixels.transpose(0, 2, 3, 1)).astype(np.uint8)
 
 
