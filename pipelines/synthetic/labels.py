@@ -69,6 +69,20 @@ class Truth:
         counts = self.counts()[images]
         return self.values[self.offsets[images] + (rng.random(len(images)) * counts).astype(np.int64)]
 
+    def slice_images(self, start: int, stop: int) -> Truth:
+        """The truth of images [start, stop), renumbered from 0 (to ship a part to a worker)."""
+        offsets = self.offsets[start:stop + 1]
+        return Truth(
+            offsets=offsets - offsets[0],
+            values=self.values[offsets[0]:offsets[-1]],
+            main=self.main[start:stop],
+            extra=self.extra[start:stop],
+            extra_is_cooccurring=self.extra_is_cooccurring[start:stop],
+            confuser=self.confuser[start:stop],
+            atypicality=self.atypicality[start:stop],
+            silent=self.silent[start:stop],
+        )
+
     def images_by_class(self, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
         """CSR of the images holding each class (over all taxonomy ids), for sampling pages."""
         image_of_label = np.repeat(np.arange(self.n_images, dtype=np.int64), self.counts())

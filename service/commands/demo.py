@@ -8,9 +8,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from pipelines.formats.crawl import validate_crawl
 from pipelines.synthetic import generate_crawl, preset
 from service.commands.synth import _print_summary
+from service.commands.validate import validate
 from service.errors import one_line_errors
 from service.progress import stage_progress
 
@@ -28,8 +28,7 @@ def demo(
         with stage_progress() as progress:
             result = generate_crawl(preset(preset_name, seed=seed), str(crawl), progress=progress, overwrite=True)
         _print_summary(result)
-        console.rule("2/2 validate")
-        summary = validate_crawl(str(crawl))
-    console.print(summary.to_rich() if hasattr(summary, "to_rich") else summary)
+    console.rule("2/2 validate")
+    validate(str(crawl), strict=True)
     console.print(f"[bold green]done[/]: crawl at {crawl.resolve()} "
                   f"(truth.parquet there is for evaluation only; synth.json has the generator's statistics)")

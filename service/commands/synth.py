@@ -22,6 +22,8 @@ def synth(
     n_images: Annotated[int | None, typer.Option(help="Override the preset's number of images.")] = None,
     n_classes: Annotated[int | None, typer.Option(help="Override the preset's number of active classes.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace OUT if it already holds files.")] = False,
+    workers: Annotated[int | None, typer.Option(help="Processes rendering images (default: one per core); "
+                                                     "the output is the same for any number.")] = None,
 ) -> None:
     """Make a synthetic web crawl: real JPEGs, six noisy web sources, a verified sample and the truth.
 
@@ -37,7 +39,7 @@ def synth(
             overrides["n_classes"] = n_classes
         config = preset(preset_name, seed=seed, **overrides)
         with stage_progress() as progress:
-            result = generate_crawl(config, out, progress=progress, overwrite=overwrite)
+            result = generate_crawl(config, out, progress=progress, overwrite=overwrite, workers=workers)
     _print_summary(result)
 
 

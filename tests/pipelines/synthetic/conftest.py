@@ -9,7 +9,7 @@ from pipelines.synthetic import generate_crawl, preset
 def tiny_crawl(tmp_path_factory):
     """The tiny preset with images, seed 0."""
     out = tmp_path_factory.mktemp("synth") / "tiny"
-    report = generate_crawl(preset("tiny", seed=0), str(out))
+    report = generate_crawl(preset("tiny", seed=0), str(out), workers=2)
     return out, report
 
 
