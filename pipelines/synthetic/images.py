@@ -54,7 +54,7 @@ class Renderer:
         self.size = size
         self.background = rng.standard_normal((LATENT_DIM, 3 * _LOWRES * _LOWRES)).astype(np.float32)
         self.background /= np.sqrt(LATENT_DIM)
-        self.shape = rng.standard_normal((LATENT_DIM, 12)).astype(np.float32) / np.sqrt(LATENT_DIM)
+        self.shape = rng.standard_normal((LATENT_DIM, 12)).astype(np.float32) / float(np.sqrt(LATENT_DIM))
         self.up_full = _interpolation_matrix(size, _LOWRES)
         self.up_half = _interpolation_matrix(size // 2, _LOWRES)
 
