@@ -149,6 +149,9 @@ def _cycle(n: int, p_off: np.ndarray, p_val: np.ndarray, c_off: np.ndarray, c_va
 # ---------------------------------------------------------------------------------------------- lexicon
 
 _FIND_SCHEMA = pa.schema([("row", pa.int64()), ("term", pa.string())])
+_FIND_POSITIONS_SCHEMA = pa.schema(
+    [*_FIND_SCHEMA, ("start", pa.int32()), ("n_words", pa.int32()), ("term_id", pa.int32())]
+)
 
 
 class Lexicon:
@@ -158,7 +161,7 @@ class Lexicon:
     job of evidence scoring, not of the lexicon. Terms are match keys (see :mod:`labeling.text`).
     """
 
-    __slots__ = ("_terms", "_off", "_ids", "_n_words", "_index", "_prefixes", "_term_array")
+    __slots__ = ("_terms", "_off", "_ids", "_n_words", "_index", "_prefixes", "_term_array", "_grams")
 
     def __init__(self, *_: object, **__: object) -> None:
         raise TypeError("use Taxonomy.lexicon()")
@@ -191,6 +194,11 @@ class Lexicon:
         self._n_words = n_words
         self._index = {t: i for i, t in enumerate(self._terms)}
         self._prefixes = frozenset(prefixes)
+        # One lookup per n-gram in find_array: (term index + 1) * 2, plus 1 when it is a prefix of a longer term.
+        grams = dict.fromkeys(self._prefixes, 1)
+        for i, t in enumerate(self._terms):
+            grams[t] = grams.get(t, 0) + 2 * (i + 1)
+        self._grams = grams
         self._term_array = pa.array(self._terms, pa.string())
         return self
 
@@ -240,6 +248,17 @@ class Lexicon:
             }
         )
 
+    def term_classes(self) -> tuple[np.ndarray, np.ndarray]:
+        """CSR of term -> classes: (offsets int64 of length ``len(self) + 1``, class ids int32), read-only.
+
+        Term ``t`` (a ``term_id`` of :meth:`find_array`, a row of :meth:`to_table`) names
+        ``ids[offsets[t]:offsets[t + 1]]``, ascending; vectorised matching gathers from it directly.
+        """
+        off, ids = self._off.view(), self._ids.view()
+        off.flags.writeable = False
+        ids.flags.writeable = False
+        return off, ids
+
     def find(self, text: str) -> list[tuple[str, tuple[int, ...]]]:
         """Terms occurring in ``text`` as whole-word n-grams, by start word then length; overlaps kept."""
         words = normalize(text).split() if text else []
@@ -256,8 +275,19 @@ class Lexicon:
                     break
         return out
 
-    def find_array(self, texts: pa.Array | pa.ChunkedArray | Sequence[str | None]) -> pa.Table:
+    def find_array(
+        self,
+        texts: pa.Array | pa.ChunkedArray | Sequence[str | None],
+        *,
+        positions: bool = False,
+        normalized: bool = False,
+    ) -> pa.Table:
         """:meth:`find` for a whole array: ``row`` int64 (position in ``texts``), ``term`` string.
+
+        With ``positions``, also ``start`` int32 (word index of the match in the normalised text), ``n_words``
+        int32 and ``term_id`` int32 (the term's row in :meth:`to_table`), which matching needs to keep only
+        maximal matches and to map terms to classes without a string join. ``normalized`` says ``texts`` are
+        already match keys (skips :func:`normalize_array`).
 
         Vectorised: words come from ``split_pattern``; n-grams grow one word at a time with
         ``binary_join_element_wise``, and only while they are still a prefix of some term, so the work is
@@ -265,7 +295,10 @@ class Lexicon:
         """
         if not isinstance(texts, pa.Array | pa.ChunkedArray):
             texts = pa.array(texts, pa.string())
-        norm = normalize_array(texts)
+        if normalized:
+            norm = texts.combine_chunks() if isinstance(texts, pa.ChunkedArray) else texts
+        else:
+            norm = normalize_array(texts)
         if norm.type != pa.string():
             norm = norm.cast(pa.string())
         words = pc.split_pattern(norm, " ")
@@ -278,24 +311,29 @@ class Lexicon:
 
         starts: list[np.ndarray] = []
         lengths: list[np.ndarray] = []
+        term_ids: list[np.ndarray] = []
         found: list[pa.Array] = []
         cand = np.arange(total, dtype=np.int64)
         grams: pa.Array = flat
+        gram_get = self._grams.get
         for n in range(1, self.max_words + 1):
             if not len(cand):
                 break
-            # Look up each distinct n-gram once, in the Python dict/set: the cost follows the batch, whereas
+            # Look up each distinct n-gram once, in a Python dict: the cost follows the batch, whereas
             # pc.is_in would rebuild a hash table of every term on every call.
             encoded = grams.dictionary_encode()
             distinct = encoded.dictionary.to_pylist()
             codes = encoded.indices.to_numpy(zero_copy_only=False)
-            hit = np.fromiter((g in self._index for g in distinct), bool, len(distinct))[codes]
+            found_code = np.fromiter((gram_get(g, 0) for g in distinct), np.int64, len(distinct))[codes]
+            ids = ((found_code >> 1) - 1).astype(np.int32)
+            hit = ids >= 0
             starts.append(cand[hit])
             lengths.append(np.full(int(hit.sum()), n, dtype=np.int32))
+            term_ids.append(ids[hit])
             found.append(grams.filter(pa.array(hit)))
             if n == self.max_words:
                 break
-            grow = np.fromiter((g in self._prefixes for g in distinct), bool, len(distinct))[codes]
+            grow = (found_code & 1).astype(bool)
             nxt = cand + n
             grow &= nxt < total
             grow[grow] = rows[nxt[grow]] == rows[cand[grow]]
@@ -304,14 +342,22 @@ class Lexicon:
                 grams.filter(pa.array(grow)), flat.take(pa.array(cand + n)), " "
             )
 
+        schema = _FIND_POSITIONS_SCHEMA if positions else _FIND_SCHEMA
         if not found:
-            return _FIND_SCHEMA.empty_table()
+            return schema.empty_table()
         start = np.concatenate(starts)
-        order = np.lexsort((np.concatenate(lengths), start))
-        return pa.table(
-            [pa.array(rows[start[order]], pa.int64()), pa.concat_arrays(found).take(pa.array(order))],
-            schema=_FIND_SCHEMA,
-        )
+        length = np.concatenate(lengths)
+        order = np.lexsort((length, start))
+        columns = [pa.array(rows[start[order]], pa.int64()), pa.concat_arrays(found).take(pa.array(order))]
+        if positions:
+            at = start[order]
+            first_word = np.searchsorted(rows, rows[at], side="left")  # rows is sorted: a row's words are a run
+            columns += [
+                pa.array((at - first_word).astype(np.int32)),
+                pa.array(length[order]),
+                pa.array(np.concatenate(term_ids)[order]),
+            ]
+        return pa.table(columns, schema=schema)
 
 
 # ---------------------------------------------------------------------------------------------- taxonomy
@@ -514,6 +560,29 @@ class Taxonomy:
     def __contains__(self, key: object) -> bool:
         return key in self._index
 
+    def ids_of(self, keys: pa.Array | pa.ChunkedArray) -> np.ndarray:
+        """class_id per key of an Arrow string array (int32; -1 for a null or unknown key).
+
+        Each distinct key is looked up once in the cached dict, so a batch costs one dictionary encoding
+        plus one lookup per distinct key, not a hash table of every taxonomy key per call.
+        """
+        if isinstance(keys, pa.ChunkedArray):
+            keys = keys.combine_chunks()
+        if pa.types.is_dictionary(keys.type):
+            keys = keys.dictionary_decode()
+        if not len(keys) or keys.null_count == len(keys):
+            return np.full(len(keys), -1, dtype=np.int32)
+        encoded = keys.dictionary_encode()
+        index = self._index
+        distinct = np.fromiter(
+            (index.get(k, -1) for k in encoded.dictionary.to_pylist()), np.int32, len(encoded.dictionary)
+        )
+        codes = encoded.indices.fill_null(0).to_numpy(zero_copy_only=False)
+        out = distinct[codes] if len(distinct) else np.full(len(keys), -1, dtype=np.int32)
+        if encoded.indices.null_count:
+            out[encoded.indices.is_null().to_numpy(zero_copy_only=False)] = -1
+        return out
+
     # -- hierarchy -----------------------------------------------------------------------------------------
 
     def parents(self, cid: int) -> np.ndarray:
@@ -566,6 +635,33 @@ class Taxonomy:
     def descendants(self, cid: int) -> np.ndarray:
         """Every class below ``cid`` (int32, ascending, excluding ``cid``)."""
         return self._closure(self.children(cid), self._c_off, self._c_val)
+
+    @functools.cached_property
+    def _ancestor_pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        n = len(self)
+        child = np.repeat(np.arange(n, dtype=np.int64), np.diff(self._p_off))
+        frontier = np.unique(child * n + self._p_val)
+        steps = [frontier]
+        # Step k holds the (c, a) pairs with a path of k+1 edges from c up to a: (c, a) and a's parents p
+        # give (c, p). Each step is deduplicated, so the work is bounded by depth x closure size.
+        while frontier.size:
+            c, a = np.divmod(frontier, n)
+            counts = self._p_off[a + 1] - self._p_off[a]
+            frontier = np.unique(np.repeat(c, counts) * n + _gather(self._p_off, self._p_val, a))
+            steps.append(frontier)
+        keys = np.unique(np.concatenate(steps))
+        cls, anc = (k.astype(np.int32) for k in np.divmod(keys, max(n, 1)))
+        cls.flags.writeable = False
+        anc.flags.writeable = False
+        return cls, anc
+
+    def ancestor_pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """The whole ancestor closure as two aligned int32 arrays (class, ancestor), sorted by both.
+
+        For hierarchy features over many candidates at once: join candidates on it instead of walking the
+        DAG per class. Built once per taxonomy (about 0.1M pairs for ImageNet-21k, in ~40 ms) and cached.
+        """
+        return self._ancestor_pairs
 
     def siblings(self, cid: int) -> np.ndarray:
         """Other children of ``cid``'s parents (int32, ascending)."""

@@ -67,6 +67,18 @@ class IdSet:
     def __init__(self, ids: pa.Array | pa.ChunkedArray) -> None:
         self._hashes = np.sort(hash_ids(ids))
 
+    @classmethod
+    def from_hashes(cls, hashes: np.ndarray) -> IdSet:
+        """An IdSet from id hashes saved earlier (`hashes`): a pipeline ships 8 bytes per id, not strings."""
+        self = cls.__new__(cls)
+        self._hashes = np.sort(np.asarray(hashes, dtype=np.uint64))
+        return self
+
+    @property
+    def hashes(self) -> np.ndarray:
+        """The sorted uint64 hashes of the ids (what `from_hashes` takes back)."""
+        return self._hashes
+
     def __len__(self) -> int:
         return len(self._hashes)
 

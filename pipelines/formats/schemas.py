@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from labeling.evidence import FEATURES, FEATURES_SCHEMA
 from labeling.taxonomy import TAXONOMY_SCHEMA
 
 SCHEMA_VERSION = 1
@@ -112,14 +113,13 @@ CANDIDATES = pa.schema(
     [
         _required("image_id", pa.string()),
         _required("class_id", pa.int32()),
-        _required("score", pa.float32()),
-        *(_required(name, pa.float32()) for name in EVIDENCE_COLUMNS),
-        _required("n_pages", pa.int32()),  # distinct page_id among the candidate's signals
-        _required("n_sources", pa.int32()),  # distinct sources among the candidate's signals
-        _required("selected", pa.bool_()),
+        *(FEATURES_SCHEMA.field(name).with_nullable(False) for name in FEATURES),
+        _required("score", pa.float32()),  # calibrated P(label right)
+        _required("selected", pa.bool_()),  # kept at the dataset's target precision
     ]
 )
-"""A starting point: the build may add evidence columns, with a `SCHEMA_VERSION` bump."""
+"""Every (image, class) candidate of a build: its evidence features (`labeling.evidence.FEATURES`, documented
+there), its score and whether selection kept it; `webjft reselect` re-runs selection from these files."""
 
 REJECTS = pa.schema(
     [

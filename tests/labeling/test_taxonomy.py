@@ -363,3 +363,60 @@ def test_default_jaguar_is_one_synset(default: Taxonomy) -> None:
     # WordNet 3.0 has a single "jaguar" noun synset (the cat); "panther" is the ambiguous one.
     assert [default.keys[c] for c in default.lexicon().classes_for("jaguar")] == ["n02128925"]
     assert default.lexicon().classes_for("crane") == (default.id_of("n02012849"), default.id_of("n03126707"))
+
+
+# ---------------------------------------------------------------------------------------------- bulk helpers
+
+
+def test_find_array_positions(tax: Taxonomy) -> None:
+    lex = tax.lexicon()
+    texts = ["Two basset hounds; the hound dog", None, "", "a crane"]
+    plain = lex.find_array(texts)
+    out = lex.find_array(texts, positions=True)
+    assert out.column_names == ["row", "term", "start", "n_words", "term_id"]
+    assert out.select(["row", "term"]).equals(plain)
+    rows = list(zip(out["term"].to_pylist(), out["start"].to_pylist(), out["n_words"].to_pylist(), strict=True))
+    assert rows == [("basset", 1, 1), ("basset hound", 1, 2), ("hound", 2, 1), ("hound", 4, 1),
+                    ("hound dog", 4, 2), ("dog", 5, 1), ("crane", 1, 1)]
+    terms = lex.to_table()["term"].to_pylist()
+    assert [terms[i] for i in out["term_id"].to_pylist()] == out["term"].to_pylist()
+    normalized = lex.find_array(pa.array(["two basset hound"]), positions=True, normalized=True)
+    assert normalized["start"].to_pylist() == [1, 1, 2]
+    assert lex.find_array([None], positions=True).schema == out.schema
+
+
+def test_term_classes(tax: Taxonomy) -> None:
+    lex = tax.lexicon()
+    off, ids = lex.term_classes()
+    table = lex.to_table()
+    for t, expected in enumerate(table["class_ids"].to_pylist()):
+        assert ids[off[t] : off[t + 1]].tolist() == expected
+    assert not off.flags.writeable and not ids.flags.writeable
+
+
+def test_ids_of(tax: Taxonomy) -> None:
+    got = tax.ids_of(pa.array(["k_hound", None, "nope", "k_animal", "k_hound"]))
+    assert got.dtype == np.int32 and got.tolist() == [5, -1, -1, 0, 5]
+    assert tax.ids_of(pa.chunked_array([["k_pet"], ["k_dog"]])).tolist() == [1, 2]
+    assert tax.ids_of(pa.array(["k_dog", "k_pet"]).dictionary_encode()).tolist() == [2, 1]
+    assert tax.ids_of(pa.array([None, None], pa.string())).tolist() == [-1, -1]
+    assert tax.ids_of(pa.array([], pa.string())).tolist() == []
+
+
+def test_ancestor_pairs(tax: Taxonomy) -> None:
+    cls, anc = tax.ancestor_pairs()
+    assert cls.dtype == np.int32 and anc.dtype == np.int32
+    for c in tax:
+        assert anc[cls == c].tolist() == tax.ancestors(c).tolist()
+    assert list(zip(cls.tolist(), anc.tolist(), strict=True)) == sorted(zip(cls.tolist(), anc.tolist(), strict=True))
+    again = pickle.loads(pickle.dumps(tax))
+    assert [a.tolist() for a in again.ancestor_pairs()] == [cls.tolist(), anc.tolist()]
+    assert [len(a) for a in Taxonomy.from_table(TAXONOMY_SCHEMA.empty_table()).ancestor_pairs()] == [0, 0]
+
+
+def test_ancestor_pairs_default() -> None:
+    tax = default_taxonomy()
+    cls, anc = tax.ancestor_pairs()
+    rng = random.Random(1)
+    for c in rng.sample(range(len(tax)), 200):
+        assert anc[cls == c].tolist() == tax.ancestors(c).tolist()

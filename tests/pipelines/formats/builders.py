@@ -9,10 +9,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from labeling.evidence import FEATURES, FEATURES_SCHEMA
 from pipelines.formats import (
     CANDIDATES,
     CLASSES,
-    EVIDENCE_COLUMNS,
     REJECTS,
     SHARD,
     Counts,
@@ -149,10 +149,8 @@ def candidates_table(rows: pa.Table) -> pa.Table:
     columns = {
         "image_id": pc.take(rows.column("image_id"), parents),
         "class_id": pc.list_flatten(rows.column("labels")),
+        **{name: pa.array([1] * n, FEATURES_SCHEMA.field(name).type) for name in FEATURES},
         "score": pc.list_flatten(rows.column("scores")),
-        **{name: pa.array([1.0] * n, pa.float32()) for name in EVIDENCE_COLUMNS},
-        "n_pages": pa.array([1] * n, pa.int32()),
-        "n_sources": pa.array([2] * n, pa.int32()),
         "selected": pa.array([True] * n),
     }
     return pa.table(columns, schema=CANDIDATES)

@@ -3,6 +3,7 @@ import pickle
 import pyarrow as pa
 import pytest
 
+from labeling.evidence import FEATURES, FEATURES_SCHEMA
 from labeling.taxonomy import TAXONOMY_SCHEMA
 from pipelines.formats import (
     CANDIDATES,
@@ -94,12 +95,13 @@ def test_version_sources_and_taxonomy():
     assert TAXONOMY is TAXONOMY_SCHEMA
 
 
-def test_candidates_has_one_evidence_column_per_source():
-    assert CANDIDATES.names[:3] == ["image_id", "class_id", "score"]
+def test_candidates_holds_keys_features_score_and_selected():
+    assert CANDIDATES.names == ["image_id", "class_id", *FEATURES, "score", "selected"]
     evidence = [name for name in CANDIDATES.names if name.startswith("w_")]
     assert evidence == [f"w_{s}" for s in SOURCES] + ["w_custom"]
     assert all(CANDIDATES.field(name).type == F32 for name in evidence)
-    assert CANDIDATES.names[-3:] == ["n_pages", "n_sources", "selected"]
+    assert all(CANDIDATES.field(name).type == FEATURES_SCHEMA.field(name).type for name in FEATURES)
+    assert CANDIDATES.field("score").type == F32 and CANDIDATES.field("selected").type == pa.bool_()
     assert not any(field.nullable for field in CANDIDATES)
 
 
