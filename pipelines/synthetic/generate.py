@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from labeling.matching import match_signals
 from labeling.taxonomy import Taxonomy, default_taxonomy
 from pipelines.formats import schemas, storage
 from pipelines.formats.crawl import write_crawl_table
@@ -79,11 +81,12 @@ def generate_crawl(config: SynthConfig, out: str, taxonomy: Taxonomy | None = No
         ids = image_ids(config.n_images)
 
         blocks, pages = _signal_blocks(taxonomy, plan, truth, config, report)
-        n_signals = _write_signals(blocks, pages, ids, taxonomy, config, staging, report)
+        signals = _write_signals(blocks, pages, ids, taxonomy, config, staging, report)
+        n_signals = signals.num_rows
         _write_images(taxonomy, plan.main_parent, truth, ids, config, staging, report,
                       workers or os.cpu_count() or 1)
         storage.atomic_write_table(taxonomy.to_table(), f"{staging}/taxonomy.parquet")
-        verified = _verified_sample(blocks, pages, truth, taxonomy, ids, config)
+        verified = _verified_sample(signals, truth, taxonomy, ids, config, report)
         storage.atomic_write_table(verified, f"{staging}/verified.parquet")
         storage.atomic_write_table(_truth_table(truth, ids), f"{staging}/truth.parquet")
         stats = _stats(blocks, pages, truth, plan.active, verified)
@@ -122,7 +125,7 @@ def _signal_blocks(taxonomy: Taxonomy, plan, truth: Truth, config: SynthConfig, 
 
 
 def _write_signals(blocks: list[src.SignalBlock], pages: src.Pages, ids: pa.Array, taxonomy: Taxonomy,
-                   config: SynthConfig, staging: str, report: Progress) -> int:
+                   config: SynthConfig, staging: str, report: Progress) -> pa.Table:
     keys = pa.array(taxonomy.to_table().column("key").combine_chunks(), type=pa.string())
     parts = []
     for block in blocks:
@@ -144,7 +147,7 @@ def _write_signals(blocks: list[src.SignalBlock], pages: src.Pages, ids: pa.Arra
         chunk = table.slice(part * config.signals_per_file, config.signals_per_file)
         write_crawl_table(chunk, staging, "signals", part, n_parts)
         report("write signals", part + 1, n_parts)
-    return len(table)
+    return table
 
 
 def _write_images(taxonomy: Taxonomy, main_parent: np.ndarray, truth: Truth, ids: pa.Array,
@@ -189,17 +192,28 @@ def _write_image_part(config: SynthConfig, part: int, n_parts: int, start: int, 
     write_crawl_table(table, staging, "images", part, n_parts)
 
 
-def _candidate_pairs(blocks: list[src.SignalBlock], pages: src.Pages) -> tuple[np.ndarray, np.ndarray]:
-    images = [b.image[b.cls >= 0] for b in blocks] + [pages.spam_pairs[0]]
-    classes = [b.cls[b.cls >= 0] for b in blocks] + [pages.spam_pairs[1]]
-    return np.concatenate(images), np.concatenate(classes)
+def _candidate_pairs(signals: pa.Table, taxonomy: Taxonomy, report: Progress) -> np.ndarray:
+    """Distinct (image index, class) keys of every candidate the build's own matcher finds.
+
+    The verified sample must be uniform over what a build will score, homonym readings and nested names
+    included, or a scorer fitted on it would be biased.
+    """
+    keys = []
+    step = 500_000
+    n_steps = max(1, -(-signals.num_rows // step))
+    for done, start in enumerate(range(0, signals.num_rows, step), start=1):
+        evidence = match_signals(signals.slice(start, step), taxonomy)
+        image = pc.cast(pc.utf8_slice_codeunits(evidence.column("image_id"), 2), pa.int64()).to_numpy()
+        cls = evidence.column("class_id").to_numpy().astype(np.int64)
+        keys.append(np.unique(image * len(taxonomy) + cls))
+        report("verified sample", done, n_steps)
+    return np.unique(np.concatenate(keys)) if keys else np.zeros(0, dtype=np.int64)
 
 
-def _verified_sample(blocks: list[src.SignalBlock], pages: src.Pages, truth: Truth, taxonomy: Taxonomy,
-                     ids: pa.Array, config: SynthConfig) -> pa.Table:
+def _verified_sample(signals: pa.Table, truth: Truth, taxonomy: Taxonomy, ids: pa.Array, config: SynthConfig,
+                     report: Progress) -> pa.Table:
     """A uniform sample of distinct candidate (image, class) pairs, checked against truth."""
-    images, classes = _candidate_pairs(blocks, pages)
-    keys = np.unique(images.astype(np.int64) * len(taxonomy) + classes)
+    keys = _candidate_pairs(signals, taxonomy, report)
     rng = _rng(config, "verified")
     chosen = np.sort(rng.choice(keys, size=min(config.n_verified, len(keys)), replace=False))
     image, cls = chosen // len(taxonomy), (chosen % len(taxonomy)).astype(np.int32)

@@ -146,7 +146,8 @@ def test_verified_sample_is_checked_against_truth(stats_crawl):
                                    verified.column("correct").to_pylist(), strict=True):
         assert (tax.id_of(key) in label_sets[image]) == correct
     precision = np.mean(verified.column("correct").to_numpy(zero_copy_only=False))
-    assert 0.1 < precision < 0.8, "candidates are a noisy mix of right and wrong"
+    # Most candidates are wrong (spam pages, homonym readings, drift), as with raw web labels.
+    assert 0.03 < precision < 0.5, "candidates are a noisy mix of right and wrong"
 
 
 def test_some_true_labels_have_no_evidence(stats_crawl):
