@@ -155,8 +155,8 @@ def make_crawl(preset_name: str, seed: int, images: int | None, workdir: str) ->
 
     overrides = {"images": False} | ({"n_images": images} if images else {})
     path = os.path.join(workdir, f"crawl-{preset_name}-{images or 'default'}-{seed}")
-    if not os.path.exists(os.path.join(path, "synth.json")):
-        generate_crawl(preset(preset_name, seed=seed, **overrides), path, overwrite=True)
+    # Always regenerate (seconds): a crawl cached by an older generator would silently change the numbers.
+    generate_crawl(preset(preset_name, seed=seed, **overrides), path, overwrite=True)
     return path
 
 

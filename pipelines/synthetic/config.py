@@ -87,7 +87,7 @@ class SynthConfig(BaseModel):
 
 PRESETS: dict[str, dict] = {
     "tiny": dict(n_images=600, n_classes=40, n_verified=300, images_per_file=250, signals_per_file=2_000),
-    "demo": dict(n_images=20_000, n_classes=1_000, n_verified=3_000),
+    "demo": dict(n_images=20_000, n_classes=1_000, n_verified=10_000),
     "bench": dict(n_images=1_000_000, n_classes=None, n_verified=30_000, images_per_file=50_000),
 }
 
