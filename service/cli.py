@@ -5,7 +5,9 @@ from __future__ import annotations
 import typer
 
 from service.commands import taxonomy
+from service.commands.build import BEAM_CONTEXT, build
 from service.commands.demo import demo
+from service.commands.reselect import reselect
 from service.commands.synth import synth
 from service.commands.validate import validate
 
@@ -20,6 +22,8 @@ app.command()(synth)
 app.command()(validate)
 app.add_typer(taxonomy.app, name="taxonomy")
 app.command()(demo)
+app.command(context_settings=BEAM_CONTEXT)(build)
+app.command(context_settings=BEAM_CONTEXT)(reselect)
 
 if __name__ == "__main__":
     app()
