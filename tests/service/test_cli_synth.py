@@ -49,7 +49,9 @@ def test_demo_runs_end_to_end_on_a_small_preset(tmp_path):
     result = runner.invoke(app, ["demo", "--out", str(tmp_path / "demo"), "--preset", "tiny"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "demo" / "crawl" / "truth.parquet").is_file()
-    assert "done" in result.output
+    for target in ("0.7", "0.8", "0.9"):
+        assert (tmp_path / "demo" / f"dataset-p{target}" / "manifest.json").is_file()
+    assert "achieved" in result.output and "done" in result.output
 
 
 def test_console_script_is_installed():
