@@ -7,6 +7,7 @@ import typer
 from service.commands import taxonomy
 from service.commands.build import BEAM_CONTEXT, build
 from service.commands.demo import demo
+from service.commands.noise import noise
 from service.commands.reselect import reselect
 from service.commands.synth import synth
 from service.commands.validate import validate
@@ -22,6 +23,7 @@ app.command()(synth)
 app.command()(validate)
 app.add_typer(taxonomy.app, name="taxonomy")
 app.command()(demo)
+app.command()(noise)
 app.command(context_settings=BEAM_CONTEXT)(build)
 app.command(context_settings=BEAM_CONTEXT)(reselect)
 

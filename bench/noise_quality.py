@@ -1,0 +1,94 @@
+"""Quality of `webjft noise` against truth it never reads, side by side with confident learning (cleanlab).
+
+Data: synthetic Gaussian look-alike classes and sklearn's 8x8 digits, both with structured label flips and a
+small verified sample (index.testdata). Per set and seed: per-class noise-rate MAE over classes with >= 50
+labels, AUROC of the per-label noise score for wrong labels, interval coverage, wall time.
+
+cleanlab gets out-of-sample predicted probabilities from 5-fold cross-validated logistic regression on the
+same (centred, L2-normalised) embeddings; its class noise rate is 1 - P(true = c | label = c) from the
+inverse noise matrix, its label score 1 - self-confidence. cleanlab is AGPL: benchmark-only, never imported
+by webjft itself.
+
+    .venv/bin/python bench/noise_quality.py --seeds 0 1 2 > /tmp/noise_quality.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from index.noise import NoiseConfig, estimate_noise, normalize_rows  # noqa: E402
+from index.testdata import NoisySet, auroc, digits, evaluate, gaussian_classes  # noqa: E402
+
+
+def run_webjft(noisy: NoisySet, supervised: bool) -> dict:
+    start = time.perf_counter()
+    result = estimate_noise(noisy.embeddings, noisy.labels, noisy.verified if supervised else None,
+                            NoiseConfig(backend="faiss-cpu", seed=noisy.seed))
+    seconds = time.perf_counter() - start
+    return {**evaluate(noisy, result.classes, result.images), "seconds": seconds}
+
+
+def run_cleanlab(noisy: NoisySet) -> dict:
+    from cleanlab.count import estimate_py_and_noise_matrices_from_probabilities
+    from cleanlab.rank import get_label_quality_scores
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_predict
+
+    start = time.perf_counter()
+    x = normalize_rows(noisy.embeddings)
+    labels = noisy.labels.values.astype(np.int64)
+    model = LogisticRegression(max_iter=2000, C=10.0)
+    probs = cross_val_predict(model, x, labels, cv=5, method="predict_proba")
+    _, _, inverse, _ = estimate_py_and_noise_matrices_from_probabilities(labels, probs)
+    rate = 1 - np.diag(inverse)
+    score = 1 - get_label_quality_scores(labels, probs)
+    seconds = time.perf_counter() - start
+    wrong = noisy.wrong
+    counts = np.bincount(labels, minlength=noisy.labels.n_classes)
+    true_rate = np.bincount(labels, wrong, noisy.labels.n_classes) / np.maximum(counts, 1)
+    keep = counts >= 50
+    return {"classes": int(keep.sum()), "mae": float(np.abs(rate - true_rate)[keep].mean()), "coverage": float("nan"),
+            "auroc": auroc(score, wrong), "noise": float(wrong.mean()), "seconds": seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    args = parser.parse_args()
+    sets = {
+        "gaussian 40 classes, 8k images, 600 verified": lambda seed: gaussian_classes(seed),
+        "gaussian 200 classes, 30k images, 400 verified": lambda seed: gaussian_classes(
+            seed, n_classes=200, n_images=30_000, n_verified=400),
+        "digits 8x8 (1,797 images), 200 verified": lambda seed: digits(seed),
+    }
+    print("| data | seed | true noise | method | classes >= 50 | MAE | AUROC | coverage | time |")
+    print("| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |")
+    summary: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for name, make in sets.items():
+        for seed in args.seeds:
+            noisy = make(seed)
+            for method, run in (("webjft calibrated", lambda n: run_webjft(n, True)),
+                                ("webjft unsupervised", lambda n: run_webjft(n, False)),
+                                ("cleanlab (CV logistic)", run_cleanlab)):
+                got = run(noisy)
+                summary.setdefault((name, method), []).append((got["mae"], got["auroc"]))
+                coverage = "–" if np.isnan(got["coverage"]) else f"{got['coverage']:.2f}"
+                print(f"| {name} | {seed} | {got['noise']:.3f} | {method} | {got['classes']} | {got['mae']:.4f} | "
+                      f"{got['auroc']:.4f} | {coverage} | {got['seconds']:.1f} s |", flush=True)
+    print()
+    print("| data | method | mean MAE | worst MAE | mean AUROC | worst AUROC |")
+    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    for (name, method), values in summary.items():
+        mae, auc = np.array(values).T
+        print(f"| {name} | {method} | {mae.mean():.4f} | {mae.max():.4f} | {auc.mean():.4f} | {auc.min():.4f} |")
+
+
+if __name__ == "__main__":
+    main()

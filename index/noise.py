@@ -1,0 +1,341 @@
+"""Label noise per (image, label) and per class from visual embeddings (Sun et al. 2017, Fig. 2).
+
+Two signals per label: the image's distance to the nearest k-means centroid of that class, divided by the
+class's typical distance (so that tight and spread-out classes compare), and the share of the image's nearest
+neighbours that carry the same label. A verified sample calibrates them into P(label wrong)
+(`index.calibrate`); without one, a two-component mixture gives an unsupervised estimate that says it is one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from index.calibrate import (
+    ClassRates,
+    class_rates_mixture,
+    class_rates_supervised,
+    fit_logistic_eb,
+    fit_mixture,
+    wilson,
+)
+from index.kmeans import assign, clusters_for, kmeans, resolve_backend
+from index.knn import label_agreement, neighbours
+from pipelines.formats import NOISE_CLASSES, NOISE_IMAGES
+
+Progress = Callable[[str, int, int], None]
+
+SUPERVISED = "calibrated"
+SUPERVISED_GLOBAL = "calibrated-global"
+UNSUPERVISED = "unsupervised-mixture"
+
+
+@dataclass(frozen=True)
+class NoiseConfig:
+    """Knobs of the estimator; the defaults are what the benchmarks in docs/benchmarks.md used."""
+
+    points_per_centroid: int = 50  # a class gets one centroid per this many images ...
+    max_class_centroids: int = 8  # ... up to this many
+    niter: int = 20
+    neighbours: int = 15
+    buckets: int = 10  # distance buckets of the Fig. 2 curve (quantiles over all labels)
+    exact_knn_max: int = 20_000  # exact neighbour search up to this many images, inverted file above
+    nprobe: int = 8
+    scale_prior: float = 5.0  # pseudo-images at the global median when normalising a small class's distances
+    class_prior_sd: float | None = 3.0  # spread of class logit offsets around the global curve; None: chosen
+    class_verified_min: int = 5  # verified labels for a class's estimate to count as its own (method column)
+    min_verified: int = 20  # fewer usable verified labels (or all right or all wrong): unsupervised
+    seed: int = 0
+    backend: str = "auto"
+
+
+@dataclass(frozen=True)
+class Labels:
+    """A labelled image set: ids and CSR labels (row i has values[offsets[i]:offsets[i+1]])."""
+
+    image_ids: pa.Array
+    offsets: np.ndarray
+    values: np.ndarray
+    n_classes: int
+
+    @property
+    def n_images(self) -> int:
+        return len(self.offsets) - 1
+
+    def pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """(row int64, class int32) of every label."""
+        rows = np.repeat(np.arange(self.n_images, dtype=np.int64), np.diff(self.offsets))
+        return rows, self.values.astype(np.int32)
+
+
+@dataclass(frozen=True)
+class Verified:
+    """Human-checked labels in row space: image row, class id, and whether the label is right."""
+
+    row: np.ndarray
+    class_id: np.ndarray
+    correct: np.ndarray
+
+
+@dataclass(frozen=True)
+class Curve:
+    """The Fig. 2 curve: per distance bucket, its range, labels, verified labels and noise."""
+
+    low: np.ndarray
+    high: np.ndarray
+    centre: np.ndarray
+    labels: np.ndarray
+    verified: np.ndarray
+    verified_wrong: np.ndarray
+    verified_low: np.ndarray
+    verified_high: np.ndarray
+    estimated: np.ndarray
+
+    @property
+    def verified_rate(self) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return self.verified_wrong / self.verified
+
+    def to_dict(self) -> dict[str, list[float]]:
+        return {name: np.asarray(value).tolist() for name, value in asdict(self).items()}
+
+
+@dataclass
+class NoiseResult:
+    classes: pa.Table  # NOISE_CLASSES
+    images: pa.Table  # NOISE_IMAGES
+    curve: Curve
+    method: str
+    notes: list[str] = field(default_factory=list)
+    stats: dict = field(default_factory=dict)
+
+
+def normalize_rows(x: np.ndarray, inplace: bool = False, center: bool = True, chunk_rows: int = 65_536) -> np.ndarray:
+    """Subtract the mean vector (features of one model share a large common component that hides the
+    differences between images), then L2-normalise rows (zero rows stay zero), chunk by chunk; float32."""
+    out = x if inplace and x.dtype == np.float32 and x.flags.writeable else np.empty(x.shape, np.float32)
+    mean = np.zeros(x.shape[1], dtype=np.float64)
+    if center:
+        for start in range(0, x.shape[0], chunk_rows):
+            mean += np.asarray(x[start : start + chunk_rows], dtype=np.float64).sum(0)
+        mean /= max(x.shape[0], 1)
+    for start in range(0, x.shape[0], chunk_rows):
+        chunk = np.asarray(x[start : start + chunk_rows], dtype=np.float32) - mean.astype(np.float32)
+        norm = np.linalg.norm(chunk, axis=1, keepdims=True)
+        out[start : start + chunk_rows] = chunk / np.where(norm > 0, norm, 1)
+    return out
+
+
+def class_distances(
+    x: np.ndarray, rows: np.ndarray, classes: np.ndarray, n_classes: int, config: NoiseConfig,
+    progress: Progress | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per label: Euclidean distance to the nearest centroid of its class; per class: centroids and median.
+
+    A class small enough for one centroid uses its mean, with the image itself left out (a class of two
+    would otherwise put each image half-way to itself); a class of one has no distance (NaN).
+    """
+    backend = resolve_backend(config.backend)
+    order = np.argsort(classes, kind="stable")
+    bounds = np.searchsorted(classes[order], np.arange(n_classes + 1))
+    dist = np.full(len(rows), np.nan, dtype=np.float32)
+    centroids = np.zeros(n_classes, dtype=np.int32)
+    median = np.full(n_classes, np.nan)
+    active = np.flatnonzero(np.diff(bounds))
+    for done, c in enumerate(active):
+        members = order[bounds[c] : bounds[c + 1]]
+        sub = np.asarray(x[rows[members]], dtype=np.float32)
+        n = len(sub)
+        k = clusters_for(n, config.points_per_centroid, config.max_class_centroids)
+        centroids[c] = k
+        if k == 1:
+            if n > 1:
+                d = np.linalg.norm(sub - sub.mean(0), axis=1) * (n / (n - 1))
+                dist[members] = d
+                median[c] = np.median(d)
+        else:
+            trained = kmeans(sub, k, niter=config.niter, seed=config.seed + int(c), backend=backend)
+            _, sq = assign(sub, trained.centroids, backend=backend)
+            dist[members] = np.sqrt(sq)
+            median[c] = np.median(dist[members])
+        if progress and (done % 64 == 0 or done == len(active) - 1):
+            progress("class k-means", done + 1, len(active))
+    return dist, centroids, median
+
+
+def normalised_distance(
+    dist: np.ndarray, classes: np.ndarray, median: np.ndarray, n_per_class: np.ndarray, prior: float
+) -> np.ndarray:
+    """Distance over the class's median distance, the median shrunk to the global one for small classes.
+
+    Labels without a distance (single-image classes) get 1, the typical value: no evidence either way.
+    """
+    finite = np.isfinite(dist)
+    global_median = float(np.median(dist[finite])) if finite.any() else 1.0
+    med = np.where(np.isfinite(median), median, global_median)
+    scale = (n_per_class * med + prior * global_median) / (n_per_class + prior)
+    scale = np.where(scale > 0, scale, global_median if global_median > 0 else 1.0)
+    z = dist / scale[classes]
+    return np.where(finite, z, 1.0).astype(np.float32)
+
+
+def bucket_edges(z: np.ndarray, buckets: int) -> np.ndarray:
+    """Inner edges of `buckets` equal-count distance buckets."""
+    return np.unique(np.quantile(z, np.arange(1, buckets) / buckets)) if len(z) else np.zeros(0)
+
+
+def design(z: np.ndarray, agree_logit: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Model inputs per label: intercept, one indicator per distance bucket but the first, kNN agreement."""
+    bucket = np.searchsorted(edges, z, side="right")
+    onehot = np.zeros((len(z), len(edges)), dtype=np.float64)
+    above = bucket > 0
+    onehot[np.flatnonzero(above), bucket[above] - 1] = 1.0
+    return np.column_stack([np.ones(len(z)), onehot, agree_logit])
+
+
+def match_verified(
+    verified: Verified, rows: np.ndarray, classes: np.ndarray, n_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Label index and `wrong` flag of each verified row that is one of the labels; others are left out."""
+    keys = rows * n_classes + classes.astype(np.int64)
+    order = np.argsort(keys, kind="stable")
+    probe = verified.row.astype(np.int64) * n_classes + verified.class_id.astype(np.int64)
+    at = np.minimum(np.searchsorted(keys[order], probe), len(keys) - 1)
+    hit = (keys[order][at] == probe) if len(keys) else np.zeros(len(probe), bool)
+    index = order[at[hit]]
+    wrong = ~verified.correct[hit].astype(bool)
+    # The same label verified twice: keep its first verdict.
+    index, first = np.unique(index, return_index=True)
+    return index, wrong[first]
+
+
+def estimate_noise(
+    x: np.ndarray,
+    labels: Labels,
+    verified: Verified | None = None,
+    config: NoiseConfig | None = None,
+    *,
+    progress: Progress | None = None,
+    inplace: bool = False,
+) -> NoiseResult:
+    """Noise estimates for every label of `labels` from embeddings `x` (rows aligned with `labels`)."""
+    config = config or NoiseConfig()
+    if x.shape[0] != labels.n_images:
+        raise ValueError(f"{x.shape[0]} embeddings for {labels.n_images} labelled images")
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+    x = normalize_rows(x, inplace=inplace)
+    rows, classes = labels.pairs()
+    n_classes = labels.n_classes
+    if not len(rows):
+        raise ValueError("the labelled set has no labels")
+    n_per_class = np.bincount(classes, minlength=n_classes)
+
+    dist, _, median = class_distances(x, rows, classes, n_classes, config, progress)
+    z = normalised_distance(dist, classes, median, n_per_class, config.scale_prior)
+    timings["class_kmeans_s"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    nbrs = neighbours(x, config.neighbours, exact_max=config.exact_knn_max, nprobe=config.nprobe,
+                      backend=config.backend, seed=config.seed, progress=progress)
+    agree, valid = label_agreement(nbrs, labels.offsets, labels.values, rows, classes)
+    del nbrs
+    agree_logit = np.log((agree + 0.5) / (valid - agree + 0.5))
+    timings["neighbours_s"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    edges = bucket_edges(z, config.buckets)
+    features = design(z, agree_logit, edges)
+    notes: list[str] = []
+    index = wrong = np.zeros(0, dtype=np.int64)
+    if verified is not None:
+        index, wrong = match_verified(verified, rows, classes, n_classes)
+        unused = len(verified.row) - len(index)
+        if unused:
+            notes.append(f"{unused:,} verified rows are not labels of this set and were not used")
+    supervised = len(index) >= config.min_verified and 0 < wrong.sum() < len(wrong)
+    if supervised:
+        sds = (config.class_prior_sd,) if config.class_prior_sd else (0.25, 0.5, 1.0, 2.0, 3.0, 4.0)
+        model = fit_logistic_eb(features[index], wrong, classes[index], n_classes, sds)
+        p = model.predict(features, classes)
+        rates = class_rates_supervised(model, features, classes, n_classes, p)
+        per_class_verified = np.bincount(classes[index], minlength=n_classes)
+        method_of = np.where(per_class_verified >= config.class_verified_min, SUPERVISED, SUPERVISED_GLOBAL)
+        method = SUPERVISED
+        notes.append(f"calibrated on {len(index):,} verified labels ({int(wrong.sum()):,} wrong); class offsets "
+                     f"spread {model.group_prior_sd:g} (logit)")
+    else:
+        if verified is not None:
+            notes.append(f"only {len(index):,} usable verified labels (need {config.min_verified}, right and "
+                         "wrong ones): falling back to the unsupervised estimate")
+        _, p = fit_mixture(agree, valid, np.log(np.maximum(z, 1e-6)), classes, n_classes)
+        rates = class_rates_mixture(classes, n_classes, p)
+        method_of = np.full(n_classes, UNSUPERVISED)
+        method = UNSUPERVISED
+        notes.append("no verified sample: unsupervised two-component mixture; noise rates are estimates "
+                     "without calibration, expect larger errors")
+    timings["calibrate_s"] = time.perf_counter() - clock
+    if progress:
+        progress("calibrate", 1, 1)
+
+    curve = _curve(z, edges, p, index, wrong)
+    present = np.flatnonzero(n_per_class)
+    result = NoiseResult(
+        classes=_classes_table(present, rates, method_of),
+        images=pa.table(
+            {
+                "image_id": labels.image_ids.take(pa.array(rows)),
+                "class_id": pa.array(classes, pa.int32()),
+                "distance": pa.array(z, pa.float32()),
+                "p_noisy": pa.array(p.astype(np.float32), pa.float32()),
+            },
+            schema=NOISE_IMAGES,
+        ),
+        curve=curve,
+        method=method,
+        notes=notes,
+    )
+    result.stats = {
+        "images": labels.n_images,
+        "labels": len(rows),
+        "classes": len(present),
+        "verified_used": len(index),
+        "backend": resolve_backend(config.backend),
+        "config": asdict(config),
+        **{name: round(value, 3) for name, value in timings.items()},
+    }
+    return result
+
+
+def _curve(z: np.ndarray, edges: np.ndarray, p: np.ndarray, index: np.ndarray, wrong: np.ndarray) -> Curve:
+    bucket = np.searchsorted(edges, z, side="right")
+    n_buckets = len(edges) + 1
+    labels = np.bincount(bucket, minlength=n_buckets)
+    safe = np.maximum(labels, 1)
+    verified = np.bincount(bucket[index], minlength=n_buckets)
+    verified_wrong = np.bincount(bucket[index], wrong.astype(np.float64), n_buckets)
+    low, high = wilson(verified_wrong, verified)
+    bounds = np.concatenate([[z.min()], edges, [z.max()]])
+    return Curve(
+        low=bounds[:-1], high=bounds[1:], centre=np.bincount(bucket, z, n_buckets) / safe, labels=labels,
+        verified=verified, verified_wrong=verified_wrong, verified_low=low, verified_high=high,
+        estimated=np.bincount(bucket, p, n_buckets) / safe,
+    )
+
+
+def _classes_table(present: np.ndarray, rates: ClassRates, method_of: np.ndarray) -> pa.Table:
+    return pa.table(
+        {
+            "class_id": pa.array(present.astype(np.int32)),
+            "n_images": pa.array(rates.n[present].astype(np.int64)),
+            "noise_rate": pa.array(rates.rate[present].astype(np.float32)),
+            "noise_low": pa.array(rates.low[present].astype(np.float32)),
+            "noise_high": pa.array(rates.high[present].astype(np.float32)),
+            "method": pa.array(method_of[present].astype(str)),
+        },
+        schema=NOISE_CLASSES,
+    )

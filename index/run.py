@@ -1,0 +1,181 @@
+"""The two ways to run the noise index, as library calls the command line and the service share.
+
+`noise_for_dataset`: a built dataset (DESIGN.md); embeddings from an open_clip tower (cached per shard) or a
+given file; the verified sample from `--verified` or the crawl named in the manifest; results written to
+`noise/` and listed in the manifest. `noise_for_labels`: any labelled image set given as a labels file and an
+embeddings file; results written to an output folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from index.embed import Embedder, ModelChoice, embed_shards
+from index.figure import write_curve_png
+from index.noise import NoiseConfig, NoiseResult, estimate_noise
+from index.tables import align, read_embeddings, read_labels, read_verified_file, write_noise_tables
+from pipelines.formats import (
+    atomic_write_bytes,
+    exists,
+    file_entry,
+    join,
+    open_parquet,
+    read_manifest,
+    read_taxonomy,
+    write_dataset_file,
+    write_manifest,
+)
+
+Progress = Callable[[str, int, int], None]
+NOISE_DIR = "noise"
+FIGURE = "fig2.png"
+REPORT = "report.json"
+
+
+@dataclass
+class NoiseRun:
+    """What a run produced: the estimates, where they went, and what fed them."""
+
+    result: NoiseResult
+    out: str
+    files: list[str]
+    figure: str
+    class_names: pa.Array | None = None
+    model: str | None = None
+    notes: list[str] = field(default_factory=list)
+    stats: dict = field(default_factory=dict)
+
+
+def _report(run: NoiseRun) -> bytes:
+    body = {
+        "method": run.result.method,
+        "model": run.model,
+        "notes": run.notes + run.result.notes,
+        "stats": {**run.result.stats, **run.stats},
+        "curve": run.result.curve.to_dict(),
+    }
+    return (json.dumps(body, indent=2, sort_keys=True, default=str) + "\n").encode()
+
+
+def _verified(path: str | None, ids: pa.Array, keys: pa.Array | None, n_classes: int, notes: list[str]):
+    if path is None:
+        return None
+    verified, unknown = read_verified_file(path, ids, keys, n_classes)
+    if unknown:
+        notes.append(f"{unknown:,} verified rows name an image or class outside this set")
+    return verified
+
+
+def noise_for_labels(
+    labels: str, embeddings: str, out: str, *, verified: str | None = None, taxonomy: str | None = None,
+    config: NoiseConfig | None = None, progress: Progress | None = None,
+) -> NoiseRun:
+    """Noise of a labelled set: LABELS (image_id, labels) and EMBEDDINGS (image_id, embedding) -> OUT."""
+    keys = names = None
+    n_classes = None
+    if taxonomy is not None:
+        tax = read_taxonomy(taxonomy)
+        keys, names, n_classes = pa.array(tax.keys), pa.array(tax.names), len(tax)
+    label_ids, lists, n_classes = read_labels(labels, n_classes)
+    emb_ids, x = read_embeddings(embeddings, progress)
+    labelled, x = align(label_ids, lists, n_classes, emb_ids, x, embeddings)
+    notes: list[str] = []
+    found = _verified(verified, labelled.image_ids, keys, n_classes, notes)
+    result = estimate_noise(x, labelled, found, config, progress=progress, inplace=True)
+    files = write_noise_tables(result.classes, result.images, out)
+    figure = join(out, FIGURE)
+    write_curve_png(result.curve, figure, f"label noise vs distance: {os.path.basename(labels)}")
+    run = NoiseRun(result, out, files + [figure], figure, names, None, notes)
+    atomic_write_bytes(join(out, REPORT), _report(run))
+    run.files.append(join(out, REPORT))
+    return run
+
+
+def _dataset_labels(dataset: str, shards: list[str]) -> tuple[pa.Array, pa.ListArray]:
+    ids, lists = [], []
+    for relpath in shards:
+        with open_parquet(join(dataset, relpath)) as parquet:
+            table = parquet.read(columns=["image_id", "labels"])
+        ids.append(table.column("image_id"))
+        lists.append(table.column("labels"))
+    return (pa.chunked_array([c for col in ids for c in col.chunks], pa.string()).combine_chunks(),
+            pa.chunked_array([c for col in lists for c in col.chunks]).combine_chunks())
+
+
+def default_verified(dataset: str) -> str | None:
+    """The verified sample of the crawl a dataset was built from, when the manifest names a crawl that has one."""
+    crawl = read_manifest(dataset).config.get("crawl")
+    if not isinstance(crawl, str):
+        return None
+    path = join(crawl, "verified.parquet")
+    return path if exists(path) else None
+
+
+def noise_for_dataset(
+    dataset: str, *, embeddings: str | None = None, verified: str | None = None, use_verified: bool = True,
+    model: ModelChoice | None = None, device: str | None = None, batch_size: int = 256,
+    workers: int | None = None, config: NoiseConfig | None = None, progress: Progress | None = None,
+    log: Callable[[str], None] | None = None,
+) -> NoiseRun:
+    """Noise of a built dataset, written to DATASET/noise/ and listed in its manifest (written last)."""
+    dataset = os.fspath(dataset).rstrip("/")
+    manifest = read_manifest(dataset)
+    with open_parquet(join(dataset, "classes.parquet")) as parquet:
+        classes = parquet.read(columns=["class_id", "key", "name"])
+    n_classes = classes.num_rows
+    shards = [entry.path for entry in manifest.shards]
+    label_ids, lists = _dataset_labels(dataset, shards)
+    notes: list[str] = []
+    stats: dict = {}
+    description = None
+    if embeddings is not None:
+        emb_ids, x = read_embeddings(embeddings, progress)
+        source = embeddings
+    else:
+        model = model or ModelChoice("webjft-tiny-vit", None, "no --weights given")
+        description = model.describe()
+        if log:
+            log(f"model: {description}")
+        embedder = Embedder.load(model, device, batch_size, workers)
+        source = join(dataset, NOISE_DIR, "embeddings")
+        files, stats = embed_shards(embedder, [join(dataset, s) for s in shards], source, progress=progress,
+                                    total_images=manifest.counts.images)
+        emb_ids, x = read_embeddings(files, progress)
+    labelled, x = align(label_ids, lists, n_classes, emb_ids, x, source)
+    if use_verified and verified is None:
+        verified = default_verified(dataset)
+        notes.append(f"verified sample: {verified}" if verified else "no verified sample found for this dataset")
+    found = _verified(verified if use_verified else None, labelled.image_ids, classes.column("key"), n_classes, notes)
+    result = estimate_noise(x, labelled, found, config, progress=progress, inplace=True)
+
+    entries = [write_dataset_file(result.classes, dataset, f"{NOISE_DIR}/classes.parquet"),
+               write_dataset_file(result.images, dataset, f"{NOISE_DIR}/images.parquet")]
+    figure = join(dataset, NOISE_DIR, FIGURE)
+    write_curve_png(result.curve, figure, f"label noise vs distance: dataset {manifest.dataset_id}")
+    run = NoiseRun(result, join(dataset, NOISE_DIR), [], figure, classes.column("name").combine_chunks(),
+                   description, notes, stats)
+    atomic_write_bytes(join(dataset, NOISE_DIR, REPORT), _report(run))
+    entries += [file_entry(dataset, f"{NOISE_DIR}/{FIGURE}"), file_entry(dataset, f"{NOISE_DIR}/{REPORT}")]
+    kept = [entry for entry in manifest.files if not entry.path.startswith(f"{NOISE_DIR}/")]
+    write_manifest(dataset, manifest.model_copy(update={"files": kept + entries}))
+    run.files = [join(dataset, entry.path) for entry in entries]
+    return run
+
+
+def worst_classes(run: NoiseRun, top: int = 10, min_images: int = 20) -> pa.Table:
+    """The `top` classes with the highest estimated noise among those with at least `min_images` labels."""
+    table = run.result.classes
+    big = table.filter(pc.greater_equal(table.column("n_images"), min_images))
+    if big.num_rows == 0:
+        big = table
+    order = pc.sort_indices(big, sort_keys=[("noise_rate", "descending"), ("class_id", "ascending")])
+    worst = big.take(order[:top])
+    if run.class_names is not None:
+        worst = worst.append_column("name", run.class_names.take(worst.column("class_id")))
+    return worst

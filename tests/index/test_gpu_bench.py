@@ -1,0 +1,20 @@
+"""bench/gpu_noise.py's CPU fallback: the script the lent GPU machines run works end to end on tiny sizes."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "gpu_noise.py"
+
+
+def test_gpu_bench_tiny_runs_on_cpu(tmp_path):
+    spec = importlib.util.spec_from_file_location("gpu_noise", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result = module.main(["--tiny", "--json", str(tmp_path / "r.json")])
+    assert result["device"] == "cpu"
+    assert result["embedding"]["pipeline_images_per_s"] > 0 and result["embedding"]["raw_images_per_s"] > 0
+    assert {row["precision"] for row in result["kmeans"]} == {"fp32", "tf32", "bf16"}
+    assert all(row["mismatches_beyond_near_ties"] == 0 for row in result["kmeans"])
+    assert (tmp_path / "r.json").exists()

@@ -1,0 +1,165 @@
+"""Noise estimation: signals, calibration, tables and quality against truth the estimator never reads."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from index.calibrate import fit_logistic, fit_mixture, sigmoid
+from index.figure import curve_lines, curve_png
+from index.knn import label_agreement, neighbours
+from index.noise import (
+    SUPERVISED,
+    UNSUPERVISED,
+    Labels,
+    NoiseConfig,
+    Verified,
+    estimate_noise,
+    normalize_rows,
+)
+from index.testdata import auroc, digits, evaluate, gaussian_classes
+from pipelines.formats import NOISE_CLASSES, NOISE_IMAGES
+
+CPU = NoiseConfig(backend="faiss-cpu")
+
+
+@pytest.fixture(scope="module")
+def small_set():
+    return gaussian_classes(seed=0, n_classes=16, n_images=3000, n_verified=300)
+
+
+def test_calibrated_estimates_track_the_truth(small_set):
+    result = estimate_noise(small_set.embeddings, small_set.labels, small_set.verified, CPU)
+    assert result.classes.schema == NOISE_CLASSES and result.images.schema == NOISE_IMAGES
+    assert result.method == SUPERVISED
+    quality = evaluate(small_set, result.classes, result.images)
+    assert quality["mae"] < 0.04 and quality["auroc"] > 0.97, quality
+    assert result.images.num_rows == len(small_set.labels.values)
+    assert set(result.classes.column("method").to_pylist()) <= {"calibrated", "calibrated-global"}
+    low, rate, high = (result.classes.column(c).to_numpy() for c in ("noise_low", "noise_rate", "noise_high"))
+    assert np.all((low <= rate) & (rate <= high))
+    assert result.stats["verified_used"] == 300
+
+
+def test_unsupervised_estimate_says_so(small_set):
+    result = estimate_noise(small_set.embeddings, small_set.labels, None, CPU)
+    assert result.method == UNSUPERVISED
+    assert any("unsupervised" in note for note in result.notes)
+    assert set(result.classes.column("method").to_pylist()) == {UNSUPERVISED}
+    quality = evaluate(small_set, result.classes, result.images)
+    assert quality["auroc"] > 0.95 and quality["mae"] < 0.08, quality
+
+
+def test_too_few_verified_labels_fall_back(small_set):
+    v = small_set.verified
+    few = Verified(v.row[:5], v.class_id[:5], v.correct[:5])
+    result = estimate_noise(small_set.embeddings, small_set.labels, few, CPU)
+    assert result.method == UNSUPERVISED and any("falling back" in note for note in result.notes)
+
+
+def test_digits_quality_bar():
+    """The issue's bar on the real-image case: MAE <= 0.03 over classes with >= 50 images, AUROC >= 0.90."""
+    pytest.importorskip("sklearn")
+    noisy = digits(seed=0)
+    result = estimate_noise(noisy.embeddings, noisy.labels, noisy.verified, CPU)
+    quality = evaluate(noisy, result.classes, result.images)
+    assert quality["classes"] == 10
+    assert quality["mae"] <= 0.03 and quality["auroc"] >= 0.90, quality
+
+
+def test_multi_label_sets_and_unmatched_verified_rows():
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(0, 0.3, (60, 8)) + 3, rng.normal(0, 0.3, (60, 8)) - 3]).astype(np.float32)
+    lists = [[0, 2] if i < 60 else [1, 2] for i in range(120)]
+    lists[5] = [1]  # one wrong label inside class 0's cluster
+    offsets = np.concatenate([[0], np.cumsum([len(r) for r in lists])]).astype(np.int64)
+    values = np.concatenate([np.asarray(r) for r in lists]).astype(np.int32)
+    labels = Labels(pa.array([f"i{i}" for i in range(120)]), offsets, values, 4)
+    verified = Verified(np.array([0, 1, 2, 3, 5, 70, 71, 72, 73, 9]), np.array([0, 0, 0, 0, 1, 1, 1, 1, 1, 3]),
+                        np.array([True] * 4 + [False] + [True] * 4 + [True]))
+    result = estimate_noise(x, labels, verified, NoiseConfig(backend="faiss-cpu", neighbours=5, min_verified=5))
+    assert result.images.num_rows == len(values)
+    assert any("not labels of this set" in note for note in result.notes)
+    images = result.images.to_pydict()
+    wrong_p = [p for i, c, p in zip(images["image_id"], images["class_id"], images["p_noisy"], strict=True)
+               if i == "i5" and c == 1][0]
+    assert wrong_p > np.median(images["p_noisy"])
+    assert result.classes.column("class_id").to_pylist() == [0, 1, 2]
+
+
+def test_single_image_class_gets_a_neutral_distance():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(30, 4)).astype(np.float32)
+    values = np.array([0] * 29 + [1], dtype=np.int32)
+    labels = Labels(pa.array([str(i) for i in range(30)]), np.arange(31, dtype=np.int64), values, 2)
+    result = estimate_noise(x, labels, None, NoiseConfig(backend="faiss-cpu", neighbours=3))
+    assert result.images.column("distance").to_pylist()[-1] == pytest.approx(1.0)
+
+
+def test_mismatched_sizes_are_refused(small_set):
+    with pytest.raises(ValueError, match="embeddings for"):
+        estimate_noise(small_set.embeddings[:10], small_set.labels, None, CPU)
+
+
+def test_neighbours_exclude_self_and_inverted_file_finds_close_points():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(20, 16))
+    x = normalize_rows((centres[rng.integers(0, 20, 2000)] + 0.05 * rng.normal(size=(2000, 16))).astype(np.float32))
+    exact = neighbours(x, 5, backend="faiss-cpu")
+    assert not (exact == np.arange(2000)[:, None]).any()
+    approx = neighbours(x, 5, backend="faiss-cpu", exact_max=100, nprobe=4)
+    same_centre = (x[approx] * x[:, None, :]).sum(-1) > 0.9
+    assert same_centre.mean() > 0.95
+    assert neighbours(x[:1], 3).tolist() == [[-1, -1, -1]]
+    wide = normalize_rows(np.repeat(x, 8, axis=1) + 0.01 * rng.normal(size=(2000, 128)).astype(np.float32))
+    projected = neighbours(wide, 5, backend="faiss-cpu", exact_max=100, nprobe=4, search_dim=16)
+    assert ((wide[projected] * wide[:, None, :]).sum(-1) > 0.9).mean() > 0.95
+
+
+def test_label_agreement_counts_neighbours_with_the_label():
+    nbrs = np.array([[1, 2], [0, -1], [0, 1]])
+    offsets = np.array([0, 2, 3, 4])
+    values = np.array([0, 1, 0, 1])
+    rows = np.array([0, 0, 1, 2])
+    agree, valid = label_agreement(nbrs, offsets, values, rows, values)
+    # row 0 {0, 1}: neighbours 1 {0} and 2 {1}; row 1 {0}: neighbour 0; row 2 {1}: neighbours 0 and 1 {0}.
+    assert agree.tolist() == [1, 1, 1, 1] and valid.tolist() == [2, 2, 1, 2]
+    agree, _ = label_agreement(nbrs, offsets, values, np.array([1, 2]), np.array([1, 0]))
+    assert agree.tolist() == [1, 2]
+
+
+def test_logistic_recovers_weights_and_offsets():
+    rng = np.random.default_rng(0)
+    n = 20_000
+    features = np.column_stack([np.ones(n), rng.normal(size=n)])
+    groups = rng.integers(0, 3, n)
+    offsets = np.array([-1.0, 0.0, 1.0])
+    y = rng.random(n) < sigmoid(features @ np.array([-0.5, 2.0]) + offsets[groups])
+    model = fit_logistic(features, y, groups, 4, ridge=1e-3, group_prior_sd=3.0)
+    assert model.w[1] == pytest.approx(2.0, abs=0.1)
+    assert model.b[2] - model.b[0] == pytest.approx(2.0, abs=0.2)
+    assert model.b[3] == 0.0  # no data: the global curve
+
+
+def test_mixture_names_the_less_agreeing_component_noisy():
+    rng = np.random.default_rng(0)
+    noisy = rng.random(4000) < 0.2
+    valid = np.full(4000, 10.0)
+    agree = np.where(noisy, rng.binomial(10, 0.2, 4000), rng.binomial(10, 0.9, 4000)).astype(float)
+    log_z = np.where(noisy, rng.normal(0.5, 0.2, 4000), rng.normal(0, 0.2, 4000))
+    model, p = fit_mixture(agree, valid, log_z, np.zeros(4000, dtype=np.int64), 1)
+    assert model.theta[1] < model.theta[0]
+    assert model.weights[0] == pytest.approx(0.2, abs=0.03)
+    assert auroc(p, noisy) > 0.97
+
+
+def test_curve_figure_and_text(small_set):
+    result = estimate_noise(small_set.embeddings, small_set.labels, small_set.verified, CPU)
+    curve = result.curve
+    assert curve.labels.sum() == len(small_set.labels.values) and len(curve.labels) == 10
+    assert curve.verified.sum() == 300
+    # Fig. 2: noise rises with distance to the class centroids.
+    assert curve.estimated[-1] > 3 * curve.estimated[0]
+    assert curve_png(curve, "test").startswith(b"\x89PNG")
+    assert len(curve_lines(curve)) == 10

@@ -1,0 +1,113 @@
+"""`webjft noise` from the outside, both input modes, on tiny data and without any network."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from index.testdata import gaussian_classes
+from pipelines.formats import read_manifest, validate_dataset
+from pipelines.synthetic import generate_crawl, preset
+from service.cli import app
+from tests.index.builders import make_dataset, write_labelled_set
+
+runner = CliRunner()
+
+
+def _one_line_error(result, *needles: str) -> None:
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1 and lines[-1] == errors[0], result.output  # after any finished progress bars
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("labelled")
+    return write_labelled_set(gaussian_classes(seed=2, n_classes=10, n_images=1500, n_verified=200), folder)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("noise-cli")
+    generate_crawl(preset("tiny", seed=1, n_images=200, n_classes=10), str(root / "crawl"), workers=1)
+    make_dataset(root / "crawl", root / "data")
+    return root / "data"
+
+
+def test_labels_mode_writes_tables_figure_and_report(labelled, tmp_path):
+    labels, embeddings, verified = labelled
+    out = tmp_path / "noise"
+    result = runner.invoke(app, ["noise", "--labels", str(labels), "--embeddings", str(embeddings),
+                                 "--verified", str(verified), "--out", str(out), "--backend", "faiss-cpu"])
+    assert result.exit_code == 0, result.output
+    assert "noisiest classes" in result.output and "Fig. 2" in result.output and "calibrated on 200" in result.output
+    classes = pq.read_table(out / "classes.parquet")
+    images = pq.read_table(out / "images.parquet")
+    assert classes.num_rows == 10 and images.num_rows == 1500
+    assert (out / "fig2.png").read_bytes().startswith(b"\x89PNG")
+    report = json.loads((out / "report.json").read_text())
+    assert report["method"] == "calibrated" and len(report["curve"]["estimated"]) == 10
+
+
+def test_labels_mode_without_verified_is_unsupervised_and_says_so(labelled, tmp_path):
+    labels, embeddings, _ = labelled
+    result = runner.invoke(app, ["noise", "--labels", str(labels), "--embeddings", str(embeddings),
+                                 "--out", str(tmp_path / "n")])
+    assert result.exit_code == 0, result.output
+    assert "unsupervised" in result.output
+
+
+def test_dataset_mode_embeds_estimates_and_updates_the_manifest(dataset):
+    result = runner.invoke(app, ["noise", str(dataset), "--workers", "0", "--batch-size", "64"])
+    assert result.exit_code == 0, result.output
+    assert "RANDOM weights" in result.output and "weak" in result.output
+    assert "verified sample:" in result.output and "noisiest classes" in result.output
+    listed = {entry.path for entry in read_manifest(dataset).files}
+    assert {"noise/classes.parquet", "noise/images.parquet", "noise/fig2.png", "noise/report.json"} <= listed
+    validate_dataset(dataset)
+    images = pq.read_table(dataset / "noise" / "images.parquet")
+    assert images.num_rows == read_manifest(dataset).counts.labels
+
+    # Again with the cached embeddings exported as a file: same tables, nothing embedded.
+    cache = sorted((dataset / "noise" / "embeddings").glob("*.parquet"))
+    pq.write_table(pa.concat_tables([pq.read_table(p) for p in cache]), dataset.parent / "emb.parquet")
+    again = runner.invoke(app, ["noise", str(dataset), "--embeddings", str(dataset.parent / "emb.parquet")])
+    assert again.exit_code == 0, again.output
+    assert "RANDOM" not in again.output
+    np.testing.assert_allclose(pq.read_table(dataset / "noise" / "images.parquet").column("p_noisy").to_numpy(),
+                               images.column("p_noisy").to_numpy(), atol=1e-5)
+
+
+def test_bad_invocations_are_one_line_errors(labelled, dataset, tmp_path):
+    labels, embeddings, _ = labelled
+    _one_line_error(runner.invoke(app, ["noise"]), "either DATASET or --labels")
+    _one_line_error(runner.invoke(app, ["noise", "--labels", str(labels), "--out", str(tmp_path)]),
+                    "--labels needs --embeddings")
+    _one_line_error(runner.invoke(app, ["noise", str(dataset), "--out", str(tmp_path)]), "--out and --taxonomy")
+    _one_line_error(runner.invoke(app, ["noise", str(dataset), "--model", "ViT-B-32", "--weights",
+                                        str(tmp_path / "missing.pt")]), "missing.pt not found")
+    _one_line_error(runner.invoke(app, ["noise", str(tmp_path / "nowhere")]), "incomplete: no manifest.json")
+    partial = tmp_path / "partial.parquet"
+    table = pq.read_table(embeddings)
+    pq.write_table(table.slice(0, 100), partial)
+    _one_line_error(runner.invoke(app, ["noise", "--labels", str(labels), "--embeddings", str(partial),
+                                        "--out", str(tmp_path / "o")]), "labelled images have no embedding")
+    _one_line_error(runner.invoke(app, ["noise", "--labels", str(embeddings), "--embeddings", str(embeddings),
+                                        "--out", str(tmp_path / "o")]), "labels")
+
+
+def test_help_names_both_modes_and_the_backends():
+    from index.kmeans import BACKENDS
+    from service.commands.noise import BACKENDS as listed
+
+    assert listed == BACKENDS
+    result = runner.invoke(app, ["noise", "--help"])
+    assert result.exit_code == 0 and "--labels" in result.output and "--weights" in result.output
