@@ -35,6 +35,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from labeling.matching import _strings
 from labeling.taxonomy import Taxonomy
 
 __all__ = [
@@ -56,7 +57,7 @@ SOURCES: tuple[str, ...] = (
     "query_click",
     "user_feedback",
 )
-"""The built-in web sources; equal to ``pipelines.formats.SOURCES`` (labeling may not import pipelines)."""
+"""The built-in web sources; `pipelines.formats` re-exports this one definition."""
 
 _FLOAT = (
     *(f"w_{s}" for s in SOURCES),
@@ -96,14 +97,6 @@ _QUERY_CLICK = SOURCES.index("query_click")
 _USER_FEEDBACK = SOURCES.index("user_feedback")
 _CUSTOM = len(SOURCES)
 _NO_PAGE = np.iinfo(np.int32).max
-
-
-def _strings(column: pa.Array | pa.ChunkedArray) -> pa.Array:
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
-    if pa.types.is_dictionary(column.type):
-        column = column.dictionary_decode()
-    return column if column.type == pa.string() else column.cast(pa.string())
 
 
 def _numpy(column: pa.Array | pa.ChunkedArray, dtype: type, null: float | int = 0) -> np.ndarray:

@@ -8,21 +8,14 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from labeling.evidence import FEATURES, FEATURES_SCHEMA
+from labeling.evidence import FEATURES, FEATURES_SCHEMA, SOURCES
 from labeling.taxonomy import TAXONOMY_SCHEMA
 
 SCHEMA_VERSION = 1
 """Version of the dataset layout written into `manifest.json`; readers refuse versions they do not know."""
 
-SOURCES: tuple[str, ...] = (
-    "alt_text",
-    "page_title",
-    "surrounding_text",
-    "anchor_text",
-    "query_click",
-    "user_feedback",
-)
-"""The built-in web sources. A crawl may carry its own source names too ("custom sources")."""
+# SOURCES (imported above from labeling, which owns it): the built-in web sources. A crawl may carry its own
+# source names too ("custom sources").
 
 
 def _required(name: str, type_: pa.DataType) -> pa.Field:
