@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from labeling.taxonomy import Taxonomy
+from labeling.taxonomy import Taxonomy, gather_csr
 
 __all__ = ["EVIDENCE", "match_signals"]
 
@@ -39,17 +39,6 @@ EVIDENCE = pa.schema(
     ]
 )
 """One row per (signal row, class it names); docs/build.md, "Evidence rows"."""
-
-
-def _expand(offsets: np.ndarray, values: np.ndarray, segments: np.ndarray) -> np.ndarray:
-    """``values[offsets[s]:offsets[s + 1]]`` for every s in ``segments``, concatenated, without a loop."""
-    starts = offsets[segments]
-    lengths = offsets[segments + 1] - starts
-    total = int(lengths.sum())
-    if total == 0:
-        return values[:0]
-    before = np.cumsum(lengths) - lengths
-    return values[np.repeat(starts - before, lengths) + np.arange(total)]
 
 
 def _strings(column: pa.Array | pa.ChunkedArray) -> pa.Array:
@@ -94,7 +83,7 @@ def _text_classes(texts: pa.Array, taxonomy: Taxonomy) -> tuple[np.ndarray, np.n
     t_off, t_ids = lexicon.term_classes()
     counts = t_off[term + 1] - t_off[term]
     n_classes = max(len(taxonomy), 1)
-    key = np.repeat(text, counts) * n_classes + _expand(t_off, t_ids, term)
+    key = np.repeat(text, counts) * n_classes + gather_csr(t_off, t_ids, term)
     ambiguity = np.repeat(counts, counts)
     order = np.lexsort((ambiguity, key))
     key, ambiguity = key[order], ambiguity[order]
@@ -126,7 +115,7 @@ def match_signals(valid: pa.Table | pa.RecordBatch, taxonomy: Taxonomy) -> pa.Ta
     has_text = np.flatnonzero(codes >= 0)
     per_row = named[codes[has_text]]
     text_rows = np.repeat(has_text, per_row)
-    pairs = _expand(offsets, np.arange(len(pair_class), dtype=np.int64), codes[has_text])
+    pairs = gather_csr(offsets, np.arange(len(pair_class), dtype=np.int64), codes[has_text])
     text_named = np.repeat(per_row, per_row)
 
     # Direct evidence.

@@ -105,7 +105,7 @@ def _flatten(lists: pa.Array, n: int) -> tuple[np.ndarray, pa.Array]:
     return offsets, values
 
 
-def _gather(offsets: np.ndarray, values: np.ndarray, nodes: np.ndarray) -> np.ndarray:
+def gather_csr(offsets: np.ndarray, values: np.ndarray, nodes: np.ndarray) -> np.ndarray:
     """Concatenated CSR rows ``values[offsets[v]:offsets[v+1]]`` for every v in ``nodes``, vectorised."""
     starts = offsets[nodes]
     lens = offsets[nodes + 1] - starts
@@ -139,7 +139,7 @@ def _cycle(n: int, p_off: np.ndarray, p_val: np.ndarray, c_off: np.ndarray, c_va
     frontier = np.flatnonzero(remaining == 0)
     while frontier.size:
         processed[frontier] = True
-        kids = _gather(c_off, c_val, frontier)
+        kids = gather_csr(c_off, c_val, frontier)
         np.subtract.at(remaining, kids, 1)  # O(edges of this level), not O(n) per level
         kids = np.unique(kids)
         frontier = kids[remaining[kids] == 0]
@@ -625,7 +625,7 @@ class Taxonomy:
         while frontier.size:
             frontier = np.unique(frontier[~seen[frontier]])
             seen[frontier] = True
-            frontier = _gather(offsets, values, frontier)
+            frontier = gather_csr(offsets, values, frontier)
         return np.flatnonzero(seen).astype(np.int32)
 
     def ancestors(self, cid: int) -> np.ndarray:
@@ -647,7 +647,7 @@ class Taxonomy:
         while frontier.size:
             c, a = np.divmod(frontier, n)
             counts = self._p_off[a + 1] - self._p_off[a]
-            frontier = np.unique(np.repeat(c, counts) * n + _gather(self._p_off, self._p_val, a))
+            frontier = np.unique(np.repeat(c, counts) * n + gather_csr(self._p_off, self._p_val, a))
             steps.append(frontier)
         keys = np.unique(np.concatenate(steps))
         cls, anc = (k.astype(np.int32) for k in np.divmod(keys, max(n, 1)))
@@ -666,7 +666,7 @@ class Taxonomy:
     def siblings(self, cid: int) -> np.ndarray:
         """Other children of ``cid``'s parents (int32, ascending)."""
         c = self._check(cid)
-        kids = np.unique(_gather(self._c_off, self._c_val, self.parents(c).astype(np.int64)))
+        kids = np.unique(gather_csr(self._c_off, self._c_val, self.parents(c).astype(np.int64)))
         return kids[kids != c].astype(np.int32)
 
     @functools.cached_property
@@ -676,7 +676,7 @@ class Taxonomy:
         level = 0
         while frontier.size:
             depth[frontier] = level
-            kids = np.unique(_gather(self._c_off, self._c_val, frontier))
+            kids = np.unique(gather_csr(self._c_off, self._c_val, frontier))
             frontier = kids[depth[kids] < 0]
             level += 1
         depth.flags.writeable = False

@@ -32,6 +32,7 @@ from pipelines.formats import (
     atomic_write_bytes,
     check_schema,
     conform,
+    iter_parquet_batches,
     open_parquet,
     read_bytes,
     read_taxonomy,
@@ -85,14 +86,8 @@ def signal_batches(path: str, row_group: int | None, first_row: int, batch_rows:
     with open_parquet(path) as parquet:
         present = check_schema(parquet.schema_arrow, SIGNALS, path, defaults=SIGNAL_DEFAULTS)
         offset = first_row
-        batches = parquet.iter_batches(batch_size=batch_rows, row_groups=[row_group], columns=present)
-        while True:
-            try:
-                batch = next(batches)
-            except StopIteration:
-                return
-            except (pa.ArrowException, OSError) as exc:
-                raise FormatError(path, None, f"unreadable data: {exc}") from exc
+        for batch in iter_parquet_batches(parquet, path, batch_size=batch_rows, row_groups=[row_group],
+                                          columns=present):
             table = pa.Table.from_batches([batch])
             yield offset, conform(table, LENIENT_SIGNALS, path, defaults=SIGNAL_DEFAULTS, row_offset=offset)
             offset += batch.num_rows

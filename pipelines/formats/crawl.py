@@ -26,6 +26,7 @@ from pipelines.formats.storage import (
     atomic_write_table,
     exists,
     isdir,
+    iter_parquet_batches,
     join,
     list_files,
     open_parquet,
@@ -126,14 +127,7 @@ def iter_file_batches(
     with open_parquet(text) as parquet:
         wanted, read = _plan(parquet, text, kind, columns)
         offset = 0
-        batches = parquet.iter_batches(batch_size=batch_size, columns=read)
-        while True:
-            try:
-                batch = next(batches)
-            except StopIteration:
-                return
-            except (pa.ArrowException, OSError) as exc:
-                raise FormatError(text, None, f"unreadable data: {exc}") from exc
+        for batch in iter_parquet_batches(parquet, text, batch_size=batch_size, columns=read):
             yield offset, conform(batch, wanted, text, defaults=_DEFAULTS.get(kind), row_offset=offset)
             offset += batch.num_rows
 

@@ -169,3 +169,16 @@ def open_parquet(path: PathLike) -> Iterator[pq.ParquetFile]:
         except (pa.ArrowException, OSError) as exc:
             raise FormatError(text, None, f"not a Parquet file ({exc})") from exc
         yield parquet
+
+
+def iter_parquet_batches(parquet: pq.ParquetFile, path: str, **options: Any) -> Iterator[pa.RecordBatch]:
+    """`parquet.iter_batches(**options)`, with a corrupt page reported as one FormatError naming `path`."""
+    batches = parquet.iter_batches(**options)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except (pa.ArrowException, OSError) as exc:
+            raise FormatError(path, None, f"unreadable data: {exc}") from exc
+        yield batch
