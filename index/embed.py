@@ -1,20 +1,25 @@
 """Image embeddings from an open_clip image tower, with weights from a local file and never a download.
 
-Images are decoded and preprocessed in DataLoader workers and run through the tower in batches (bf16 autocast
-on CUDA). Each dataset shard's embeddings are cached as one Parquet file, tagged with the model's
-fingerprint, so a killed run resumes at the first shard without a cache and a different model never reuses
-another's vectors.
+Images are decoded either in DataLoader workers (PIL resize and crop there, uint8 pixels handed over, scaling
+and normalisation on the model's device) or, the default on CUDA, on the GPU itself (`index.device_decode`,
+nvJPEG), a few batches ahead of the tower, which runs in batches with bf16 autocast on CUDA. Each dataset
+shard's embeddings are cached as one Parquet file, tagged with the model's fingerprint, so a killed run
+resumes at the first shard without a cache and a different model never reuses another's vectors.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
 import os
 import posixpath
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
 
@@ -22,8 +27,10 @@ import numpy as np
 import open_clip
 import pyarrow as pa
 import torch
+import torchvision
 from PIL import Image
 
+from index import device_decode
 from pipelines.formats import atomic_write_table, exists, join, open_parquet
 
 Progress = Callable[[str, int, int], None]
@@ -122,9 +129,14 @@ def load_image_tower(choice: ModelChoice, device: str = "cpu") -> tuple[torch.nn
             state = {k.removeprefix("visual."): v for k, v in state.items() if k.startswith("visual.")}
         _load_strict(tower, state, choice)
     tower.eval().to(device)
+    mean, std = _normalisation(tower)
+    return tower, open_clip.image_transform(tower.image_size, is_train=False, mean=mean, std=std)
+
+
+def _normalisation(tower: torch.nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
     mean = getattr(tower, "image_mean", None) or open_clip.OPENAI_DATASET_MEAN
     std = getattr(tower, "image_std", None) or open_clip.OPENAI_DATASET_STD
-    return tower, open_clip.image_transform(tower.image_size, is_train=False, mean=mean, std=std)
+    return tuple(mean), tuple(std)
 
 
 def _load_strict(tower: torch.nn.Module, state: dict[str, torch.Tensor], choice: ModelChoice) -> None:
@@ -158,18 +170,43 @@ def fingerprint(choice: ModelChoice) -> str:
     return f"{choice.name}:sha256:{digest.hexdigest()}"
 
 
+def pil_steps(preprocess: Callable) -> Callable | None:
+    """The part of an open_clip eval transform before its ToTensor (resize, crop, mode), or None when the
+    transform has another shape. Workers run only this part and hand over uint8 pixels, a quarter of the
+    bytes of float32; the scaling and normalisation run on the model's device."""
+    steps = getattr(preprocess, "transforms", None)
+    if not steps:
+        return None
+    names = [type(step).__name__ for step in steps]
+    cut = next((i for i, name in enumerate(names) if name in ("ToTensor", "MaybeToTensor")), None)
+    if cut is None or names[cut + 1 :] != ["Normalize"]:
+        return None
+    return torchvision.transforms.Compose(steps[:cut])
+
+
 class _Decoded(torch.utils.data.Dataset):
-    """Encoded images -> preprocessed tensors; runs in DataLoader worker processes."""
+    """Encoded images -> uint8 (3, H, W) crops (or, for an unusual transform, its float output); runs in
+    DataLoader worker processes."""
 
     def __init__(self, contents: Sequence[bytes], preprocess: Callable) -> None:
         self.contents, self.preprocess = contents, preprocess
+        self.steps = pil_steps(preprocess)
 
     def __len__(self) -> int:
         return len(self.contents)
 
     def __getitem__(self, i: int) -> torch.Tensor:
         with Image.open(io.BytesIO(self.contents[i])) as image:
-            return self.preprocess(image.convert("RGB"))
+            if self.steps is None:
+                return self.preprocess(image.convert("RGB"))
+            pixels = np.asarray(self.steps(image.convert("RGB")))
+        return torch.from_numpy(pixels.copy()).permute(2, 0, 1)
+
+
+DECODE_ON = ("auto", "workers", "device")
+"""Where images are decoded: PIL in DataLoader worker processes, or nvJPEG on the model's device
+(`index.device_decode`). `auto` picks the device on CUDA (4-6x the workers' rate on an H200,
+docs/benchmarks.md) and the workers elsewhere."""
 
 
 @dataclass
@@ -182,33 +219,93 @@ class Embedder:
     device: str
     batch_size: int = 256
     workers: int = 0
+    decode_on: str = "workers"
+    decode_threads: int = 4
 
     @classmethod
     def load(cls, choice: ModelChoice, device: str | None = None, batch_size: int = 256,
-             workers: int | None = None) -> Embedder:
+             workers: int | None = None, decode_on: str = "auto") -> Embedder:
+        if decode_on not in DECODE_ON:
+            raise ValueError(f"decode_on must be one of {', '.join(DECODE_ON)}, not {decode_on!r}")
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         tower, preprocess = load_image_tower(choice, device)
         workers = min(8, os.cpu_count() or 1) if workers is None else workers
-        return cls(choice, tower, preprocess, device, batch_size, workers)
+        if decode_on == "auto":
+            decode_on = "device" if device.startswith("cuda") else "workers"
+        return cls(choice, tower, preprocess, device, batch_size, workers, decode_on)
+
+    @property
+    def image_size(self) -> int:
+        size = self.tower.image_size
+        return int(size[0] if isinstance(size, tuple | list) else size)
 
     @torch.inference_mode()
     def embed(self, contents: Sequence[bytes], on_batch: Callable[[int], None] | None = None) -> np.ndarray:
         """float32 (len(contents), dim) features of the encoded images, in order."""
-        loader = torch.utils.data.DataLoader(
-            _Decoded(contents, self.preprocess), batch_size=self.batch_size, num_workers=self.workers,
-            pin_memory=self.device == "cuda", persistent_workers=False,
-        )
-        out = []
+        batches = self._device_batches(contents) if self.decode_on == "device" else self._worker_batches(contents)
         cuda = self.device.startswith("cuda")
-        for batch in loader:
-            batch = batch.to(self.device, non_blocking=True)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-                features = self.tower(batch)
-            out.append(features.float().cpu().numpy())
+        # Forward passes on a non-blocking stream of their own, so that nothing the decoder queues on the
+        # legacy default stream waits for them (or they for it).
+        compute = torch.cuda.Stream(device=self.device) if cuda else None
+        out = []
+        for batch in batches:
+            with torch.cuda.stream(compute) if cuda else contextlib.nullcontext():
+                batch = self._on_device(batch, compute)
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+                    out.append(self.tower(batch).float())  # stays on the device: no sync per batch
             if on_batch:
                 on_batch(len(batch))
+        if cuda:
+            torch.cuda.current_stream(self.device).wait_stream(compute)
         dim = self.tower.output_dim if hasattr(self.tower, "output_dim") else 0
-        return np.concatenate(out) if out else np.zeros((0, dim), dtype=np.float32)
+        return torch.cat(out).cpu().numpy() if out else np.zeros((0, dim), dtype=np.float32)
+
+    def _worker_batches(self, contents: Sequence[bytes]) -> Iterator[torch.Tensor]:
+        loader = torch.utils.data.DataLoader(
+            _Decoded(contents, self.preprocess), batch_size=self.batch_size, num_workers=self.workers,
+            pin_memory=self.device.startswith("cuda"), persistent_workers=False,
+        )
+        yield from loader
+
+    def _on_device(self, batch: torch.Tensor, stream: torch.cuda.Stream | None) -> torch.Tensor:
+        """A batch ready for the tower, on the current stream: workers' CPU pixels are moved and normalised
+        here; a batch decoded on the device is only marked as read by this stream."""
+        if batch.device.type == "cpu" and self.device != "cpu":
+            batch = batch.to(self.device, non_blocking=True)
+        elif stream is not None:
+            batch.record_stream(stream)
+        if batch.dtype == torch.uint8:
+            batch = device_decode.normalize(batch, *_normalisation(self.tower))
+        return batch
+
+    def _device_batches(self, contents: Sequence[bytes]) -> Iterator[torch.Tensor]:
+        """Batches decoded on the device by `decode_threads` threads, each on its own CUDA stream, a few
+        batches ahead of the tower's forward passes; yielded in order."""
+        mean, std = _normalisation(self.tower)
+        cuda = self.device.startswith("cuda")
+        streams = threading.local()
+
+        def prepare(start: int) -> torch.Tensor:
+            part = contents[start : start + self.batch_size]
+            if not cuda:
+                return device_decode.preprocess(device_decode.decode(part, self.device), self.image_size, mean, std)
+            if not hasattr(streams, "stream"):
+                streams.stream = torch.cuda.Stream(device=self.device)
+            with torch.cuda.stream(streams.stream):
+                images = device_decode.decode(part, self.device)
+                batch = device_decode.preprocess(images, self.image_size, mean, std)
+            streams.stream.synchronize()
+            return batch
+
+        threads = max(1, self.decode_threads)
+        with ThreadPoolExecutor(threads, thread_name_prefix="webjft-decode") as pool:
+            pending: deque[Future[torch.Tensor]] = deque()
+            for start in range(0, len(contents), self.batch_size):
+                pending.append(pool.submit(prepare, start))
+                if len(pending) > threads:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
 
 
 def cache_path(cache_dir: str, shard: str) -> str:

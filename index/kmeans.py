@@ -23,6 +23,8 @@ import faiss
 import numpy as np
 import torch
 
+from index import fused_assign
+
 Backend = Literal["auto", "faiss-gpu", "torch-cuda", "faiss-cpu", "torch-cpu"]
 BACKENDS: tuple[str, ...] = ("auto", "faiss-gpu", "torch-cuda", "faiss-cpu", "torch-cpu")
 Precision = Literal["fp32", "tf32", "bf16"]
@@ -166,14 +168,20 @@ def _train_torch(
 
 
 def lloyd_step(
-    xs: torch.Tensor, centroids: torch.Tensor, *, precision: Precision = "fp32", chunk_rows: int = 16_384
+    xs: torch.Tensor,
+    centroids: torch.Tensor,
+    *,
+    precision: Precision = "fp32",
+    chunk_rows: int = 16_384,
+    fused: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One k-means iteration on the tensors' device: assign, average, split empty clusters as FAISS does.
 
-    Returns the new centroids and the assignment (labels, squared distances) to the old ones.
+    Returns the new centroids and the assignment (labels, squared distances) to the old ones. `fused`
+    lets bf16 use the Triton kernel (`index.fused_assign`) where it can run.
     """
     k, d = centroids.shape
-    labels, dist = _assign_torch(xs, centroids, precision, chunk_rows)
+    labels, dist = _assign_torch(xs, centroids, precision, chunk_rows, fused)
     sums = torch.zeros((k, d), dtype=torch.float32, device=xs.device).index_add_(0, labels, xs)
     counts = torch.bincount(labels, minlength=k).to(torch.float32)
     new = sums * torch.where(counts > 0, 1.0 / counts.clamp(min=1), 0.0)[:, None]
@@ -215,32 +223,44 @@ def _split_clusters(hassign: np.ndarray, centroids: np.ndarray, n: int) -> int:
 
 
 def _assign_torch(
-    x: torch.Tensor, centroids: torch.Tensor, precision: Precision, chunk_rows: int
+    x: torch.Tensor, centroids: torch.Tensor, precision: Precision, chunk_rows: int, fused: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Nearest centroid and squared distance per row of a tensor already on the centroids' device."""
+    """Nearest centroid and squared distance per row of a tensor already on the centroids' device.
+
+    bf16 runs the fused Triton kernel (`index.fused_assign`) where it can; elsewhere bf16 means tf32, since an
+    unfused bf16 `addmm` is slower than tf32 and, with the centroid norms rounded to bf16, less exact.
+    """
     labels = torch.empty(x.shape[0], dtype=torch.int64, device=x.device)
     dist = torch.empty(x.shape[0], dtype=torch.float32, device=x.device)
     c_norm = (centroids * centroids).sum(1)
-    low = centroids.to(torch.bfloat16) if precision == "bf16" and x.is_cuda else None
+    low = None
+    if precision == "bf16" and fused and fused_assign.available(x.device):
+        # The Triton interpreter (CPU tests) has no bfloat16; it runs the same kernel in float32.
+        low = centroids.to(torch.bfloat16) if x.is_cuda else centroids
+    elif precision == "bf16":
+        precision = "tf32"
     for start in range(0, x.shape[0], chunk_rows):
         chunk = x[start : start + chunk_rows]
-        labels[start : start + len(chunk)], dist[start : start + len(chunk)] = _nearest(
-            chunk, centroids, c_norm, low, precision
-        )
+        if low is not None:
+            got = _nearest_fused(chunk, centroids, c_norm, low)
+        else:
+            got = _nearest(chunk, centroids, c_norm, precision)
+        labels[start : start + len(chunk)], dist[start : start + len(chunk)] = got
     return labels, dist
 
 
+def _nearest_fused(
+    chunk: torch.Tensor, centroids: torch.Tensor, c_norm: torch.Tensor, low: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The kernel shortlists two centroids from low-precision dot products and picks between them by exact
+    float32 distance, so the answer differs from float32's only at near-ties."""
+    return fused_assign.nearest_exact(chunk, chunk.to(low.dtype), centroids, low, c_norm)
+
+
 def _nearest(
-    chunk: torch.Tensor, centroids: torch.Tensor, c_norm: torch.Tensor, low: torch.Tensor | None, precision: str
+    chunk: torch.Tensor, centroids: torch.Tensor, c_norm: torch.Tensor, precision: str
 ) -> tuple[torch.Tensor, torch.Tensor]:
     x_norm = (chunk * chunk).sum(1)
-    if low is not None:
-        # bf16 scores shortlist two candidates; their exact float32 distances decide (differs only at near-ties).
-        scores = torch.addmm(c_norm.to(torch.bfloat16), chunk.to(torch.bfloat16), low.T, alpha=-2)
-        top = scores.topk(2, dim=1, largest=False).indices if centroids.shape[0] > 1 else scores.argmin(1)[:, None]
-        exact = ((chunk[:, None, :] - centroids[top]) ** 2).sum(-1)
-        best = exact.argmin(1)
-        return top.gather(1, best[:, None])[:, 0], exact.gather(1, best[:, None])[:, 0]
     allow = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
     try:

@@ -14,7 +14,11 @@ def test_gpu_bench_tiny_runs_on_cpu(tmp_path):
     spec.loader.exec_module(module)
     result = module.main(["--tiny", "--json", str(tmp_path / "r.json")])
     assert result["device"] == "cpu"
-    assert result["embedding"]["pipeline_images_per_s"] > 0 and result["embedding"]["raw_images_per_s"] > 0
-    assert {row["precision"] for row in result["kmeans"]} == {"fp32", "tf32", "bf16"}
+    decoders = [row["decode"] for row in result["embedding"]["pipelines"]]
+    assert decoders == ["device, 1 threads, decode only", "device, 4 threads, decode only", "workers (uint8 crops)",
+                        "device, 1 decode threads", "device, 4 decode threads"]
+    assert all(row["images_per_s"] > 0 for row in result["embedding"]["pipelines"])
+    assert {(row["precision"], row["kernel"]) for row in result["kmeans"]} >= {("fp32", "addmm"), ("tf32", "addmm")}
+    assert result["torch_vs_faiss"]["same_assignment_share"] > 0.99
     assert all(row["mismatches_beyond_near_ties"] == 0 for row in result["kmeans"])
     assert (tmp_path / "r.json").exists()
