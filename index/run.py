@@ -121,6 +121,7 @@ def noise_for_dataset(
     dataset: str, *, embeddings: str | None = None, verified: str | None = None, use_verified: bool = True,
     model: ModelChoice | None = None, device: str | None = None, batch_size: int = 256,
     workers: int | None = None, config: NoiseConfig | None = None, progress: Progress | None = None,
+    decode_on: str = "auto",
     log: Callable[[str], None] | None = None,
 ) -> NoiseRun:
     """Noise of a built dataset, written to DATASET/noise/ and listed in its manifest (written last)."""
@@ -142,7 +143,7 @@ def noise_for_dataset(
         description = model.describe()
         if log:
             log(f"model: {description}")
-        embedder = Embedder.load(model, device, batch_size, workers)
+        embedder = Embedder.load(model, device, batch_size, workers, decode_on)
         source = join(dataset, NOISE_DIR, "embeddings")
         files, stats = embed_shards(embedder, [join(dataset, s) for s in shards], source, progress=progress,
                                     total_images=manifest.counts.images)

@@ -16,6 +16,7 @@ from service.errors import fail, one_line_errors
 
 # torch, open_clip and faiss load only when the command runs, so that `webjft --help` stays fast.
 BACKENDS = ("auto", "faiss-gpu", "torch-cuda", "faiss-cpu", "torch-cpu")
+DECODE_ON = ("auto", "workers", "device")
 
 _console = Console(stderr=True)
 
@@ -63,6 +64,8 @@ def noise(
     device: Annotated[str | None, typer.Option(help="Torch device for embedding (default cuda when present).")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 256,
     workers: Annotated[int | None, typer.Option(help="DataLoader worker processes decoding images.")] = None,
+    decode_on: Annotated[str, typer.Option(help="Where images are decoded: workers (PIL in worker processes), "
+                                           "device (nvJPEG on the GPU) or auto (device on CUDA).")] = "auto",
     backend: Annotated[str, typer.Option(help=f"k-means backend: {', '.join(BACKENDS)}.")] = "auto",
     neighbours: Annotated[int, typer.Option(help="Neighbours per image for the label-agreement signal.")] = 15,
     seed: Annotated[int, typer.Option(help="Seed of k-means sampling and random model weights.")] = 0,
@@ -86,6 +89,8 @@ def noise(
         fail("--out and --taxonomy are for --labels mode (a dataset writes to DATASET/noise with its own classes)")
     if neighbours < 1 or top < 1 or batch_size < 1:
         fail("--neighbours, --top and --batch-size must be at least 1")
+    if decode_on not in DECODE_ON:
+        fail(f"--decode-on must be one of {', '.join(DECODE_ON)}, not {decode_on!r}")
     console = Console(soft_wrap=True)
     with one_line_errors():
         config = NoiseConfig(neighbours=neighbours, seed=seed, backend=backend)
@@ -98,7 +103,7 @@ def noise(
                 run = noise_for_dataset(dataset, embeddings=embeddings, verified=verified,
                                         use_verified=not no_verified, model=choice, device=device,
                                         batch_size=batch_size, workers=workers, config=config, progress=progress,
-                                        log=lambda line: console.print(line, markup=False))
+                                        decode_on=decode_on, log=lambda line: console.print(line, markup=False))
     _print_summary(console, run, top)
 
 

@@ -92,6 +92,7 @@ def test_bad_invocations_are_one_line_errors(labelled, dataset, tmp_path):
     _one_line_error(runner.invoke(app, ["noise", "--labels", str(labels), "--out", str(tmp_path)]),
                     "--labels needs --embeddings")
     _one_line_error(runner.invoke(app, ["noise", str(dataset), "--out", str(tmp_path)]), "--out and --taxonomy")
+    _one_line_error(runner.invoke(app, ["noise", str(dataset), "--decode-on", "gpu"]), "--decode-on must be one of")
     _one_line_error(runner.invoke(app, ["noise", str(dataset), "--model", "ViT-B-32", "--weights",
                                         str(tmp_path / "missing.pt")]), "missing.pt not found")
     _one_line_error(runner.invoke(app, ["noise", str(tmp_path / "nowhere")]), "incomplete: no manifest.json")
@@ -105,9 +106,12 @@ def test_bad_invocations_are_one_line_errors(labelled, dataset, tmp_path):
 
 
 def test_help_names_both_modes_and_the_backends():
+    from index.embed import DECODE_ON
     from index.kmeans import BACKENDS
     from service.commands.noise import BACKENDS as listed
+    from service.commands.noise import DECODE_ON as decoders
 
-    assert listed == BACKENDS
+    assert listed == BACKENDS and decoders == DECODE_ON
     result = runner.invoke(app, ["noise", "--help"])
     assert result.exit_code == 0 and "--labels" in result.output and "--weights" in result.output
+    assert "--decode-on" in result.output
