@@ -34,6 +34,9 @@ _OWN_SOURCES = ("w_alt_text", "w_anchor_text", "w_query_click")  # evidence tied
 STUFFED_NAMED = 4
 """A text naming at least this many classes is treated as a list (or keyword stuffing), not a caption."""
 
+COMPETITOR_OFFSET = 0.01
+"""Added to shares before the log-ratio against a competitor, so a candidate without one stays finite."""
+
 _DEFAULTS: dict[str, float] = {"w_custom": 0.0, "votes_for": 0.0, "votes_against": 0.0}
 """Columns a candidate table may lack (older builds, no custom sources): the value they mean."""
 
@@ -99,6 +102,14 @@ def engineered_design(features: pa.Table) -> tuple[np.ndarray, list[str]]:
     cols["log1p_image_candidates"] = np.log1p(column(features, "image_candidates"))
     cols["share_x_own_sources"] = share * own
     cols["share_x_n_sources"] = share * n_sources
+    # Competing readings of the same image: wrong labels tend to lose to a stronger unrelated candidate
+    # (another object, topic drift) or to a look-alike sibling; a ratio near or above 1 says "this one wins".
+    rival, sibling = column(features, "rival_share"), column(features, "sibling_share")
+    log_share = np.log(share + COMPETITOR_OFFSET)
+    cols["rival_share"] = rival
+    cols["log_share_over_rival"] = log_share - np.log(rival + COMPETITOR_OFFSET)
+    cols["sibling_share"] = sibling
+    cols["log_share_over_sibling"] = log_share - np.log(sibling + COMPETITOR_OFFSET)
     names = list(cols)
     return np.column_stack([cols[n] for n in names]), names
 

@@ -1,12 +1,12 @@
 """Stage 3: page sizes, and the per-(image, class) candidate features that scoring reads.
 
 Evidence mass
-    The one measure of "how much evidence" used by ``image_share``, ``ancestor_support`` and
-    ``descendant_support``. Per evidence row it is ``damped(weight) / ambiguity``, where ``damped`` clips a
-    negative weight to 0 (a vote against is not evidence for) and, for ``query_click``, replaces the click
-    count c by ``log2(1 + c)`` (one click counts 1, eight clicks about 3: clicks follow position bias as much
-    as relevance). A candidate's mass is the sum over its rows, so it adds up text evidence of every source
-    and positive votes (a ``user_feedback`` vote has ambiguity 1).
+    The one measure of "how much evidence" used by ``image_share``, ``rival_share``, ``sibling_share``,
+    ``ancestor_support`` and ``descendant_support``. Per evidence row it is ``damped(weight) / ambiguity``,
+    where ``damped`` clips a negative weight to 0 (a vote against is not evidence for) and, for
+    ``query_click``, replaces the click count c by ``log2(1 + c)`` (one click counts 1, eight clicks about 3:
+    clicks follow position bias as much as relevance). A candidate's mass is the sum over its rows, so it
+    adds up text evidence of every source and positive votes (a ``user_feedback`` vote has ambiguity 1).
 
 Features (``FEATURES``, one row per candidate, sorted by image_id in UTF-8 byte order then class_id)
     ``w_<source>``      sum of weight / ambiguity over the candidate's rows of that built-in source; for
@@ -23,6 +23,11 @@ Features (``FEATURES``, one row per candidate, sorted by image_id in UTF-8 byte 
     ``ancestor_support``   mass of the same image's candidates that are ancestors of this class.
     ``descendant_support`` mass of the same image's candidates that are descendants of this class.
     ``image_share``     this candidate's mass / the image's total mass (0 when the image has none).
+    ``rival_share``     the largest ``image_share`` among the image's other candidates that are neither
+                        ancestors nor descendants of this class (0 when there is none): the strongest
+                        competing reading of the same image.
+    ``sibling_share``   the largest ``image_share`` among the image's other candidates that share a parent
+                        with this class (0 when there is none): a look-alike named for the same image.
     ``image_candidates`` candidates of the image.
 
 Sums run in float64 over rows in a canonical order (sorted by candidate, then by the row's source, weight
@@ -77,6 +82,8 @@ FEATURES: tuple[str, ...] = (
     "descendant_support",
     "image_share",
     "image_candidates",
+    "rival_share",
+    "sibling_share",
 )
 """Candidate feature columns, in output order (after the keys image_id, class_id)."""
 
@@ -172,8 +179,9 @@ def _distinct_per_group(group: np.ndarray, code: np.ndarray, n_groups: int) -> n
 
 def _hierarchy_support(
     image: np.ndarray, cls: np.ndarray, keys: np.ndarray, mass: np.ndarray, taxonomy: Taxonomy
-) -> tuple[np.ndarray, np.ndarray]:
-    """(ancestor_support, descendant_support) per candidate; ``keys`` = image * n_classes + class, sorted.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(ancestor_support, descendant_support, lower, upper) per candidate; ``keys`` = image * n_classes +
+    class, sorted; (lower[i], upper[i]) are the candidate rows of every (descendant, ancestor) pair.
 
     Each candidate is exploded over the taxonomy's ancestor closure into probe keys (image, ancestor) and
     joined to the candidates by binary search (they are sorted already, so this is a merge join without a
@@ -192,7 +200,67 @@ def _hierarchy_support(
     lower, upper = lower[hit], at[hit]
     ancestor_support = np.bincount(lower, weights=mass[upper], minlength=len(keys))
     descendant_support = np.bincount(upper, weights=mass[lower], minlength=len(keys))
-    return ancestor_support, descendant_support
+    return ancestor_support, descendant_support, lower, upper
+
+
+def _rival_mass(image: np.ndarray, mass: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
+    """Per candidate, the largest mass among its image's other candidates that are neither its ancestors nor
+    its descendants (0 when none). ``image`` is sorted (candidates of an image are contiguous); (lower,
+    upper) are the related pairs from `_hierarchy_support`.
+
+    Each candidate walks down its image's candidates in decreasing mass (ties by row) and stops at the first
+    that is neither itself nor related, so the work is the candidates times (related pairs + 1).
+    """
+    n = len(image)
+    out = np.zeros(n)
+    if n == 0:
+        return out
+    rows = np.arange(n, dtype=np.int64)
+    ranked = np.lexsort((rows, -mass, image))  # per image (contiguous), heaviest first
+    starts = np.searchsorted(image, image, side="left")
+    ends = np.searchsorted(image, image, side="right")
+    related = np.unique(np.concatenate([lower * n + upper, upper * n + lower]))
+    todo, at = rows, starts.copy()
+    while todo.size:
+        live = at[todo] < ends[todo]
+        todo = todo[live]
+        other = ranked[at[todo]]
+        key = todo * n + other
+        pos = np.minimum(np.searchsorted(related, key), max(related.size - 1, 0))
+        skip = (other == todo) | ((related[pos] == key) if related.size else np.zeros(todo.size, dtype=bool))
+        done = todo[~skip]
+        out[done] = mass[other[~skip]]
+        todo = todo[skip]
+        at[todo] += 1
+    return out
+
+
+def _sibling_mass(image: np.ndarray, cls: np.ndarray, mass: np.ndarray, taxonomy: Taxonomy) -> np.ndarray:
+    """Per candidate, the largest mass among its image's other candidates sharing a parent with it (0 if none)."""
+    n = len(image)
+    parents = taxonomy.to_table().column("parents").combine_chunks()
+    p_off = np.asarray(parents.offsets.to_numpy(), dtype=np.int64)
+    p_val = np.asarray(parents.values.to_numpy(), dtype=np.int64)[p_off[0]:p_off[-1]]
+    p_off = p_off - p_off[0]
+    counts = p_off[cls + 1] - p_off[cls]
+    row = np.repeat(np.arange(n, dtype=np.int64), counts)
+    parent = p_val[np.repeat(p_off[cls] - (np.cumsum(counts) - counts), counts) + np.arange(int(counts.sum()))]
+    if row.size == 0:
+        return np.zeros(n)
+    # Families (image, parent), heaviest member first; a member's heaviest other is the top, or the runner-up.
+    order = np.lexsort((row, -mass[row], parent, image[row]))
+    row, parent = row[order], parent[order]
+    fam = image[row] * (len(taxonomy) + 1) + parent
+    first = np.r_[True, fam[1:] != fam[:-1]]
+    start = np.flatnonzero(first)
+    group = np.cumsum(first) - 1
+    size = np.diff(np.append(start, fam.size))
+    top = mass[row[start]][group]
+    second = np.where(size > 1, mass[row[np.minimum(start + 1, fam.size - 1)]], 0.0)[group]
+    best_other = np.where(np.arange(fam.size) == start[group], second, top)
+    out = np.zeros(n)
+    np.maximum.at(out, row, best_other)
+    return out
 
 
 def aggregate(evidence_with_page_images: pa.Table, taxonomy: Taxonomy) -> pa.Table:
@@ -262,12 +330,18 @@ def aggregate(evidence_with_page_images: pa.Table, taxonomy: Taxonomy) -> pa.Tab
     out["min_ambiguity"] = np.minimum.reduceat(amb, starts)
 
     mass = total(evidence_mass(src, w, amb))
-    out["ancestor_support"], out["descendant_support"] = _hierarchy_support(
+    out["ancestor_support"], out["descendant_support"], lower, upper = _hierarchy_support(
         image, cand_class, cand_keys, mass, taxonomy
     )
     image_mass = np.bincount(image, weights=mass)[image]
-    out["image_share"] = np.divide(mass, image_mass, out=np.zeros_like(mass), where=image_mass > 0)
+
+    def share(m: np.ndarray) -> np.ndarray:
+        return np.divide(m, image_mass, out=np.zeros_like(m), where=image_mass > 0)
+
+    out["image_share"] = share(mass)
     out["image_candidates"] = np.bincount(image)[image]
+    out["rival_share"] = share(_rival_mass(image, mass, lower, upper))
+    out["sibling_share"] = share(_sibling_mass(image, cand_class, mass, taxonomy))
 
     ids = encoded.dictionary.take(pa.array(by_id[image]))
     columns = [ids, pa.array(cand_class.astype(np.int32))]

@@ -55,6 +55,9 @@ def simulate(n: int, seed: int, prior: float = 0.2, spam: float = 0.3) -> tuple[
     cols["descendant_support"] = np.where(rng.random(n) < 0.05, rng.random(n), 0.0)
     cols["image_share"] = np.clip(np.where(y, rng.beta(4, 3, n), rng.beta(1, 6, n)), 0, 1)
     cols["image_candidates"] = 1 + rng.poisson(np.where(stuffed, 30, 5))
+    # A wrong label usually loses to a stronger competing reading of its image; a right one rarely does.
+    cols["rival_share"] = np.clip(np.where(y, rng.beta(1, 5, n), rng.beta(4, 2, n)), 0, 1)
+    cols["sibling_share"] = np.where(rng.random(n) < 0.2, cols["rival_share"] * rng.random(n), 0.0)
     arrays = [pa.array([f"im{i:07d}" for i in range(n)]), pa.array(rng.integers(0, 50, n).astype(np.int32))]
     for field in FEATURES_SCHEMA:
         if field.name in cols:

@@ -39,21 +39,24 @@ ROWS = [
     ("b", 0, "user_feedback", -2.0, None, 1, 1, True, None),
 ]
 # Masses of image a: dog 3, hound 2.5, mammal 1, animal 1, crane 0.5 (total 8); image b: dog 1, animal 0.
+# Rivals skip ancestors and descendants: only crane competes with mammal/dog/hound, animal has none; crane and
+# mammal are siblings (both under animal).
 ZERO = dict.fromkeys(FEATURES, 0)
 EXPECTED = {
     ("a", 0): {**ZERO, "w_custom": 1.0, "n_signals": 1, "n_sources": 1, "min_named": 4, "min_ambiguity": 2,
-               "descendant_support": 1 + 3 + 2.5 + 0.5, "image_share": 1 / 8, "image_candidates": 5},
+               "descendant_support": 1 + 3 + 2.5 + 0.5, "image_share": 1 / 8, "image_candidates": 5},  # all below it
     ("a", 1): {**ZERO, "votes_for": 1.0, "votes_against": 1.0, "n_signals": 2, "n_sources": 1, "min_named": 1,
                "min_ambiguity": 1, "ancestor_support": 1, "descendant_support": 3 + 2.5, "image_share": 1 / 8,
-               "image_candidates": 5},
+               "image_candidates": 5, "rival_share": 0.5 / 8, "sibling_share": 0.5 / 8},  # crane: both
     ("a", 4): {**ZERO, "w_alt_text": 1.0, "w_query_click": 3.0, "n_signals": 2, "n_sources": 2, "min_named": 1,
                "min_ambiguity": 1, "ancestor_support": 1 + 1, "descendant_support": 2.5, "image_share": 3 / 8,
-               "image_candidates": 5},
+               "image_candidates": 5, "rival_share": 0.5 / 8},
     ("a", 5): {**ZERO, "w_page_title": 1.5, "w_surrounding_text": 1.0, "n_signals": 3, "n_pages": 2,
                "n_sources": 2, "min_page_images": 3, "min_named": 1, "min_ambiguity": 1,
-               "ancestor_support": 3 + 1 + 1, "image_share": 2.5 / 8, "image_candidates": 5},
+               "ancestor_support": 3 + 1 + 1, "image_share": 2.5 / 8, "image_candidates": 5, "rival_share": 0.5 / 8},
     ("a", 11): {**ZERO, "w_alt_text": 0.5, "n_signals": 1, "n_sources": 1, "min_named": 2, "min_ambiguity": 2,
-                "ancestor_support": 1, "image_share": 0.5 / 8, "image_candidates": 5},
+                "ancestor_support": 1, "image_share": 0.5 / 8, "image_candidates": 5,
+                "rival_share": 3 / 8, "sibling_share": 1 / 8},  # rival: dog (hound and mammal are lighter)
     ("b", 0): {**ZERO, "w_user_feedback": -2.0, "votes_against": 2.0, "n_signals": 1, "n_sources": 1,
                "min_named": 1, "min_ambiguity": 1, "descendant_support": 1, "image_candidates": 2},
     ("b", 4): {**ZERO, "w_anchor_text": 1.0, "n_signals": 1, "n_sources": 1, "min_named": 1, "min_ambiguity": 1,
@@ -187,3 +190,22 @@ def test_end_to_end_on_tiny_synthetic_crawl(tiny_crawl) -> None:
     merged = pa.concat_tables(parts)
     merged = merged.take(pc.sort_indices(merged, [("image_id", "ascending"), ("class_id", "ascending")]))
     assert merged.combine_chunks().equals(features.combine_chunks())
+
+
+def test_rival_and_sibling_shares_match_brute_force(tax: Taxonomy) -> None:
+    rng = np.random.default_rng(3)
+    sources = ["alt_text", "anchor_text", "page_title", "query_click"]
+    rows = [(f"im{rng.integers(6)}", int(rng.integers(len(tax))), sources[rng.integers(4)],
+             float(rng.integers(1, 4)), None, 1, 1, False, None) for _ in range(120)]
+    out = aggregate(evidence(rows), tax).to_pylist()
+    share = {(r["image_id"], r["class_id"]): r["image_share"] for r in out}
+    for r in out:
+        image, c = r["image_id"], r["class_id"]
+        related = set(tax.ancestors(c).tolist()) | set(tax.descendants(c).tolist())
+        others = [(k, s) for (i, k), s in share.items() if i == image and k != c]
+        rival = max((s for k, s in others if k not in related), default=0.0)
+        sibling = max((s for k, s in others if set(tax.parents(k).tolist()) & set(tax.parents(c).tolist())),
+                      default=0.0)
+        assert r["rival_share"] == pytest.approx(rival, abs=1e-6), (image, c)
+        assert r["sibling_share"] == pytest.approx(sibling, abs=1e-6), (image, c)
+    assert any(r["rival_share"] > 0 for r in out) and any(r["sibling_share"] > 0 for r in out)

@@ -120,3 +120,22 @@ def test_empty_sample_and_bad_input(data) -> None:
         fit_scorer(train, y[:-1])
     with pytest.raises(KeyError):
         fit_scorer(train.drop_columns(["min_named"]), y)
+
+
+def test_competing_readings_lower_the_score() -> None:
+    """A candidate outweighed by an unrelated reading of its image is less likely right (simulated so)."""
+    from labeling.design import engineered_design
+
+    features, y = simulate(3000, seed=11)
+    x, names = engineered_design(features)
+    share, rival = x[:, names.index("image_share")], x[:, names.index("rival_share")]
+    ratio = x[:, names.index("log_share_over_rival")]
+    assert np.allclose(ratio, np.log(share + 0.01) - np.log(rival + 0.01))
+    assert np.isfinite(x).all()
+    scorer = fit_scorer(features, y, seed=0)
+    coefs = scorer.describe()["model"]["coefficients"]
+    assert coefs["log_share_over_rival"] > 0 or coefs["rival_share"] < 0
+    # Same evidence, a stronger rival: the score must not rise.
+    stronger = features.set_column(features.schema.get_field_index("rival_share"), "rival_share",
+                                   pa.array(np.ones(features.num_rows, np.float32)))
+    assert np.mean(scorer.predict(stronger)) < np.mean(scorer.predict(features))
