@@ -95,22 +95,36 @@ def digits(seed: int = 0, max_rate: float = 0.35, structured: float = 0.8, n_ver
 
 
 def evaluate(noisy: NoisySet, classes: pa.Table, images: pa.Table, min_images: int = 50) -> dict[str, float]:
-    """Per-class noise-rate MAE (classes with >= `min_images` labels), AUROC of p_noisy, and coverage."""
-    wrong = noisy.wrong
+    """`score_estimates` of an estimate for `noisy` (images in `labels.pairs()` order)."""
+    return score_estimates(classes, noisy.labels.values, images.column("p_noisy").to_numpy(), noisy.wrong,
+                           min_images)
+
+
+def score_estimates(classes: pa.Table, label_class: np.ndarray, p_noisy: np.ndarray, wrong: np.ndarray,
+                    min_images: int = 50) -> dict[str, float]:
+    """Per-class noise-rate MAE and 95%-interval coverage over classes with >= `min_images` labels, and AUROC
+    of p_noisy for the wrong labels over all labels (`auroc`) and over those classes' labels (`auroc_big`).
+
+    `classes` is a noise classes table; `label_class`, `p_noisy` and `wrong` are per label, in any order.
+    """
+    label_class = np.asarray(label_class, dtype=np.int64)
+    n_classes = int(max(label_class.max(initial=-1), classes.column("class_id").to_numpy().max(initial=-1))) + 1
+    count = np.bincount(label_class, minlength=n_classes)
+    true_rate = np.bincount(label_class, wrong, n_classes) / np.maximum(count, 1)
     class_id = classes.column("class_id").to_numpy()
-    n = classes.column("n_images").to_numpy()
-    true_rate = np.bincount(noisy.labels.values, wrong, noisy.labels.n_classes) / np.maximum(
-        np.bincount(noisy.labels.values, minlength=noisy.labels.n_classes), 1)
-    keep = n >= min_images
+    keep = classes.column("n_images").to_numpy() >= min_images
     estimate = classes.column("noise_rate").to_numpy()
     low, high = classes.column("noise_low").to_numpy(), classes.column("noise_high").to_numpy()
     truth = true_rate[class_id]
+    in_big = np.isin(label_class, class_id[keep])
     return {
         "classes": int(keep.sum()),
-        "mae": float(np.abs(estimate - truth)[keep].mean()),
-        "coverage": float(((low <= truth) & (truth <= high))[keep].mean()),
-        "auroc": auroc(images.column("p_noisy").to_numpy(), wrong),
-        "noise": float(wrong.mean()),
+        "labels": len(label_class),
+        "mae": float(np.abs(estimate - truth)[keep].mean()) if keep.any() else float("nan"),
+        "coverage": float(((low <= truth) & (truth <= high))[keep].mean()) if keep.any() else float("nan"),
+        "auroc": auroc(p_noisy, wrong),
+        "auroc_big": auroc(p_noisy[in_big], wrong[in_big]),
+        "noise": float(np.mean(wrong)),
     }
 
 
