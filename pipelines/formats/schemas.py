@@ -11,8 +11,11 @@ import pyarrow as pa
 from labeling.evidence import FEATURES, FEATURES_SCHEMA, SOURCES
 from labeling.taxonomy import TAXONOMY_SCHEMA
 
-SCHEMA_VERSION = 1
-"""Version of the dataset layout written into `manifest.json`; readers refuse versions they do not know."""
+SCHEMA_VERSION = 2
+"""Version of the dataset layout written into `manifest.json`; readers refuse versions they do not know.
+
+History: 1, the first layout; 2 (2026-11-26), `candidates/` gains the evidence features `rival_share` and
+`sibling_share` (docs/build.md). A version-1 dataset must be rebuilt to be reselected or validated."""
 
 # SOURCES (imported above from labeling, which owns it): the built-in web sources. A crawl may carry its own
 # source names too ("custom sources").

@@ -128,7 +128,7 @@ def test_shard_paths():
 
 def test_manifest_round_trip_and_stable_bytes(dataset, tmp_path):
     manifest = read_manifest(dataset)
-    assert manifest.dataset_id == "tiny" and manifest.schema_version == 1
+    assert manifest.dataset_id == "tiny" and manifest.schema_version == 2
     first = Path(dataset, "manifest.json").read_bytes()
     shuffled = manifest.model_copy(update={"shards": manifest.shards[::-1], "files": manifest.files[::-1]})
     write_manifest(dataset, shuffled)
@@ -157,9 +157,9 @@ def test_missing_manifest_is_incomplete(tmp_path):
     ("edit", "column", "problem"),
     [
         (
-            lambda m: m.update(schema_version=2),
+            lambda m: m.update(schema_version=1),
             "schema_version",
-            "unsupported version 2 (this webjft reads 1)",
+            "unsupported version 1 (this webjft reads 2)",
         ),
         (lambda m: m.pop("dataset_id"), "dataset_id", "Field required"),
         (

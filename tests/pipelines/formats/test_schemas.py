@@ -83,7 +83,7 @@ def test_schema_matches_design(name):
 
 
 def test_version_sources_and_taxonomy():
-    assert SCHEMA_VERSION == 1
+    assert SCHEMA_VERSION == 2
     assert SOURCES == (
         "alt_text",
         "page_title",
