@@ -257,7 +257,8 @@ def build(crawl: str | os.PathLike[str], out: str | os.PathLike[str], config: Bu
                    if fitted.verified is not None and fitted.ece is not None else ""))
 
     stages.start("score")
-    passes["score"] = counters = run_pipeline(config, "score", score_candidates, out, fitted.scorer, n_buckets)
+    passes["score"] = counters = run_pipeline(config, "score", score_candidates, out, fitted.scorer, n_buckets,
+                                              fitted.verified)
     histograms = read_histograms(out)
     check(counters, "candidates scored", n_candidates, "scored")
     check({"histograms": 1}, "candidates in score histograms", n_candidates,

@@ -168,11 +168,33 @@ def candidates_table(features: pa.Table, scores: np.ndarray, selected: np.ndarra
     return conform(table, CANDIDATES, "candidates")
 
 
+def with_out_of_fold(features: pa.Table, scores: np.ndarray, verified: pa.Table | None) -> np.ndarray:
+    """`scores` with each verified pair's in-sample score replaced by its out-of-fold one.
+
+    The scorer was fitted on the verified pairs, so its in-sample scores for them are better than for any
+    other candidate: selection would keep or drop them more accurately, and the verified sample would then
+    flatter the kept labels (a noise audit on it would read too little noise). With out-of-fold scores a
+    verified pair is selected like any other candidate, and the sample stays a fair audit of the dataset.
+    """
+    if verified is None or verified.num_rows == 0 or features.num_rows == 0:
+        return scores
+    keys = features.select(["image_id", "class_id"]).append_column(
+        "row", pa.array(np.arange(features.num_rows, dtype=np.int64)))
+    pairs = verified.select(["image_id", "class_id", "score"])
+    matched = keys.join(pairs, ["image_id", "class_id"], join_type="inner")
+    matched = matched.sort_by([("row", "ascending"), ("score", "ascending")])  # a repeated pair: its last wins
+    if matched.num_rows == 0:
+        return scores
+    scores = np.array(scores, dtype=np.float32, copy=True)
+    scores[matched.column("row").to_numpy()] = matched.column("score").to_numpy()
+    return scores
+
+
 class ScoreBucket(beam.DoFn):
     """Bucket number -> `candidates/part-*` (scored, not yet selected) and (class block, histogram) pairs."""
 
-    def __init__(self, out: str, scorer: Scorer | None, n_buckets: int) -> None:
-        self.out, self.scorer, self.n_buckets = out, scorer, n_buckets
+    def __init__(self, out: str, scorer: Scorer | None, n_buckets: int, verified: pa.Table | None = None) -> None:
+        self.out, self.scorer, self.n_buckets, self.verified = out, scorer, n_buckets, verified
 
     def process(self, bucket: int) -> Iterator[tuple[int, pa.Table]]:
         path = layout.features(self.out, bucket, self.n_buckets)
@@ -180,6 +202,7 @@ class ScoreBucket(beam.DoFn):
         if features.num_rows and self.scorer is None:
             raise ValueError(f"{path}: candidates but no scorer")
         scores = self.scorer.predict(features) if features.num_rows else np.zeros(0, np.float32)
+        scores = with_out_of_fold(features, scores, self.verified)
         table = candidates_table(features, scores, np.zeros(features.num_rows, dtype=bool))
         atomic_write_table(table, f"{self.out.rstrip('/')}/{layout.candidates(bucket, self.n_buckets)}")
         count_rows("scored", table.num_rows)
@@ -189,13 +212,15 @@ class ScoreBucket(beam.DoFn):
             yield block, hist.filter(pa.array(blocks == block))
 
 
-def score_candidates(pipeline: beam.Pipeline, out: str, scorer: Scorer | None, n_buckets: int) -> None:
-    """The scoring pass: every features file -> a candidates file, and the per-class score histograms."""
+def score_candidates(pipeline: beam.Pipeline, out: str, scorer: Scorer | None, n_buckets: int,
+                     verified: pa.Table | None = None) -> None:
+    """The scoring pass: every features file -> a candidates file, and the per-class score histograms.
+    `verified` (VERIFIED_SCORES) gives the verified pairs their out-of-fold scores."""
     _ = (
         pipeline
         | "buckets" >> beam.Create(range(n_buckets))
         | "spread buckets" >> beam.Reshuffle()
-        | "score" >> beam.ParDo(ScoreBucket(out, scorer, n_buckets))
+        | "score" >> beam.ParDo(ScoreBucket(out, scorer, n_buckets, verified))
         | "merge histograms" >> beam.CombinePerKey(MergeHistograms())
         | "write histograms" >> beam.ParDo(WriteHistograms(out))
     )

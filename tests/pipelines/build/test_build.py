@@ -57,6 +57,14 @@ def test_reference_build_is_a_valid_complete_dataset(reference, tiny_crawl):
     assert m["code_version"].startswith("webjft ")
 
 
+def test_verified_pairs_carry_their_out_of_fold_scores_in_candidates(reference):
+    verified = _table(reference / "verified.parquet")
+    candidates = _folder(reference, "candidates").select(["image_id", "class_id", "score"])
+    joined = verified.join(candidates, ["image_id", "class_id"], join_type="inner", right_suffix="_candidate")
+    assert joined.num_rows == verified.num_rows > 0
+    np.testing.assert_array_equal(joined.column("score").to_numpy(), joined.column("score_candidate").to_numpy())
+
+
 def test_runners_write_identical_bytes(reference, tiny_crawl, tmp_path):
     """FnApiRunner in_memory, multi_processing with 2 workers, PortableRunner embedded: same files."""
     expected = digests(reference)
