@@ -98,6 +98,8 @@ def run(crawl: Crawl, targets: list[float], seed: int, class_shifts: bool, label
     fit_s = time.perf_counter() - started
     started = time.perf_counter()
     scores = scorer.predict(feats)
+    if scorer.oof is not None:  # as the build does: verified pairs are selected by their out-of-fold scores
+        scores[crawl.verified_rows] = scorer.oof
     predict_s = time.perf_counter() - started
     base_scores = fit_counts_baseline(train, crawl.verified_correct, seed=seed).predict(feats)
     votes = source_votes(feats)
