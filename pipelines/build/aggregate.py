@@ -1,10 +1,10 @@
 """Stage 3 in Beam: page sizes by page bucket, then candidate features by image bucket.
 
-Both joins are shuffles of whole Arrow tables: a page's evidence meets in one page bucket (so
-`page_images` counts every image of the page), then an image's evidence meets in one image bucket (so
-image-level and hierarchy features are exact). Each image bucket becomes one features file with a name
-fixed by its number; `aggregate` sorts its rows and sums in a canonical order, so neither the runner nor
-the order in which pieces arrive changes a byte.
+Both joins are shuffles of whole Arrow tables, packed into compressed bytes (`tables.pack`): a page's
+evidence meets in one page bucket (so `page_images` counts every image of the page), then an image's
+evidence meets in one image bucket (so image-level and hierarchy features are exact). Each image bucket
+becomes one features file with a name fixed by its number; `aggregate` sorts its rows and sums in a
+canonical order, so neither the runner nor the order in which pieces arrive changes a byte.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pipelines.build.read import (
     WriteRejects,
     load_taxonomy,
 )
-from pipelines.build.tables import by_bucket, concat
+from pipelines.build.tables import by_bucket, concat, pack, unpack
 from pipelines.formats import atomic_write_table, exists
 
 EVIDENCE_WITH_PAGES = EVIDENCE.append(pa.field("page_images", pa.int32(), nullable=True))
@@ -36,7 +36,7 @@ EVIDENCE_WITH_PAGES = EVIDENCE.append(pa.field("page_images", pa.int32(), nullab
 
 
 class JoinPageSizes(beam.DoFn):
-    """(page bucket, evidence pieces) -> (image bucket, evidence with `page_images`).
+    """(page bucket, packed evidence pieces) -> (image bucket, packed evidence with `page_images`).
 
     Keys from `n_buckets` up hold evidence without a page, already bucketed by image: `page_images` is
     null there and the group passes to image bucket key - n_buckets.
@@ -45,19 +45,20 @@ class JoinPageSizes(beam.DoFn):
     def __init__(self, n_buckets: int) -> None:
         self.n_buckets = n_buckets
 
-    def process(self, element: tuple[int, Iterable[pa.Table]]) -> Iterator[tuple[int, pa.Table]]:
+    def process(self, element: tuple[int, Iterable[bytes]]) -> Iterator[tuple[int, bytes]]:
         key, pieces = element
-        evidence = concat(pieces, EVIDENCE)
+        evidence = concat(map(unpack, pieces), EVIDENCE)
         count_rows("grouped_rows", evidence.num_rows)
         if key >= self.n_buckets:
-            yield key - self.n_buckets, attach_page_images(evidence, PAGE_SIZES.empty_table())
+            yield key - self.n_buckets, pack(attach_page_images(evidence, PAGE_SIZES.empty_table()))
             return
         joined = attach_page_images(evidence, page_sizes(evidence))
-        yield from by_bucket(joined.select(EVIDENCE_WITH_PAGES.names), "image_id", self.n_buckets)
+        for bucket, table in by_bucket(joined.select(EVIDENCE_WITH_PAGES.names), "image_id", self.n_buckets):
+            yield bucket, pack(table)
 
 
 class AggregateBucket(beam.DoFn):
-    """(image bucket, evidence pieces) -> `.work/features/part-{bucket}-of-{buckets}.parquet`.
+    """(image bucket, packed evidence pieces) -> `.work/features/part-{bucket}-of-{buckets}.parquet`.
 
     Buckets without evidence get no group; the driver writes their empty files (`fill_empty_buckets`).
     """
@@ -68,9 +69,9 @@ class AggregateBucket(beam.DoFn):
     def setup(self) -> None:
         self._taxonomy = load_taxonomy(self.taxonomy_path)
 
-    def process(self, element: tuple[int, Iterable[pa.Table | None]]) -> Iterator[int]:
+    def process(self, element: tuple[int, Iterable[bytes]]) -> Iterator[int]:
         bucket, pieces = element
-        evidence = concat(pieces, EVIDENCE_WITH_PAGES)
+        evidence = concat(map(unpack, pieces), EVIDENCE_WITH_PAGES)
         count_rows("aggregated_rows", evidence.num_rows)
         features = aggregate(evidence, self._taxonomy)
         count_rows("candidates", features.num_rows)

@@ -22,7 +22,7 @@ from labeling.rejects import split_valid
 from labeling.taxonomy import Taxonomy, default_taxonomy
 from pipelines.build import layout
 from pipelines.build.counters import count_rows
-from pipelines.build.tables import by_bucket, canonical_order, concat
+from pipelines.build.tables import by_bucket, canonical_order, concat, pack
 from pipelines.formats import (
     REJECTS,
     SIGNAL_DEFAULTS,
@@ -94,7 +94,7 @@ def signal_batches(path: str, row_group: int | None, first_row: int, batch_rows:
 
 
 class ReadSignals(beam.DoFn):
-    """A row group of a signal file -> rejects, and evidence keyed for the page join.
+    """A row group of a signal file -> rejects, and evidence keyed for the page join (packed tables).
 
     Evidence with a page goes out keyed by hash(page_id) % buckets, so that a page is whole in one group;
     evidence without one goes out keyed by buckets + hash(image_id) % buckets, a group the page join
@@ -138,10 +138,10 @@ class ReadSignals(beam.DoFn):
         count_rows("evidence_rows", evidence.num_rows)
         paged = evidence.filter(has_page)
         for bucket, table in by_bucket(paged, "page_id", self.n_buckets):
-            yield bucket, table
+            yield bucket, pack(table)
         unpaged = evidence.filter(pc.invert(has_page))
         for bucket, table in by_bucket(unpaged, "image_id", self.n_buckets):
-            yield self.n_buckets + bucket, table
+            yield self.n_buckets + bucket, pack(table)
 
 
 def write_image_ids(out: str, ids: IdSet) -> None:

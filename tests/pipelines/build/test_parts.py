@@ -1,12 +1,15 @@
-"""The build's pieces on small inputs: options, bucketing, exact histograms, labels by image."""
+"""The build's pieces on small inputs: options, bucketing, packing, exact histograms, labels by image."""
 
 from __future__ import annotations
+
+import pickle
 
 import numpy as np
 import pyarrow as pa
 import pytest
 from pydantic import ValidationError
 
+from labeling.matching import EVIDENCE
 from labeling.selection import ScoreHistogram
 from pipelines.build import BuildConfig, BuildError, pipeline_options
 from pipelines.build.config import unknown_pipeline_args
@@ -18,7 +21,7 @@ from pipelines.build.histograms import (
     sparse_histograms,
     to_score_histograms,
 )
-from pipelines.build.tables import by_bucket
+from pipelines.build.tables import by_bucket, pack, unpack
 from pipelines.build.write import labels_by_image, shard_keys
 
 
@@ -48,6 +51,30 @@ def test_buckets_partition_rows_the_same_way_every_time():
     assert sorted(first) == sorted(second) == list(range(7))
     for bucket, part in first.items():
         assert sorted(part.column("x").to_pylist()) == sorted(second[bucket].column("x").to_pylist())
+
+
+def test_packed_evidence_comes_back_identical_and_much_smaller_than_pickled():
+    n = 20_000
+    rng = np.random.default_rng(2)
+    evidence = pa.table(
+        {
+            "image_id": [f"im{i:08d}" for i in rng.integers(0, 5_000, n)],
+            "class_id": pa.array(rng.integers(0, 21_843, n), pa.int32()),
+            "source": pa.array(["alt_text", "page_title", "query_click"] * (n // 3) + ["alt_text"] * (n % 3)),
+            "weight": pa.array(rng.integers(-1, 9, n), pa.float32()),
+            "page_id": [None if i % 4 == 0 else f"pg{i % 3_000:07d}" for i in range(n)],
+            "ambiguity": pa.array(rng.integers(1, 4, n), pa.int32()),
+            "n_named": pa.array(rng.integers(1, 6, n), pa.int32()),
+            "direct": pa.array(rng.random(n) < 0.1),
+        },
+        schema=EVIDENCE,
+    )
+    packed = pack(evidence)
+    assert isinstance(packed, bytes)
+    back = unpack(packed)
+    assert back.schema == EVIDENCE and back.equals(evidence)
+    assert len(packed) * 3 < len(pickle.dumps(evidence))  # why it is packed: local runners hold shuffles in memory
+    assert unpack(pack(EVIDENCE.empty_table())).equals(EVIDENCE.empty_table())
 
 
 def test_histogram_merges_are_exact_in_any_order():
