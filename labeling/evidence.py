@@ -220,18 +220,18 @@ def _rival_mass(image: np.ndarray, mass: np.ndarray, lower: np.ndarray, upper: n
     starts = np.searchsorted(image, image, side="left")
     ends = np.searchsorted(image, image, side="right")
     related = np.unique(np.concatenate([lower * n + upper, upper * n + lower]))
-    todo, at = rows, starts.copy()
-    while todo.size:
-        live = at[todo] < ends[todo]
-        todo = todo[live]
-        other = ranked[at[todo]]
-        key = todo * n + other
+    open_rows, at = rows, starts.copy()
+    while open_rows.size:
+        live = at[open_rows] < ends[open_rows]
+        open_rows = open_rows[live]
+        other = ranked[at[open_rows]]
+        key = open_rows * n + other
         pos = np.minimum(np.searchsorted(related, key), max(related.size - 1, 0))
-        skip = (other == todo) | ((related[pos] == key) if related.size else np.zeros(todo.size, dtype=bool))
-        done = todo[~skip]
+        skip = (other == open_rows) | ((related[pos] == key) if related.size else np.zeros(open_rows.size, dtype=bool))
+        done = open_rows[~skip]
         out[done] = mass[other[~skip]]
-        todo = todo[skip]
-        at[todo] += 1
+        open_rows = open_rows[skip]
+        at[open_rows] += 1
     return out
 
 
