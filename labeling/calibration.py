@@ -146,6 +146,9 @@ def fit_platt(z: np.ndarray, y: np.ndarray, w: np.ndarray | None = None, prior_s
     """Platt scaling by Newton's method, with Platt's smoothed targets so a separable sample stays finite.
 
     `prior_strength` adds that many pseudo-counts split over the two classes (Platt 1999 uses 1 and 2).
+    Newton starts from the constant fit (a = 0) and halves its step until the loss falls (Lin, Lin & Weng
+    2007): full Newton steps from a = 1 ran away to a ~ 1e10 on a sample whose fit is a ~ 1, because the
+    loss is nearly flat far from the data and the curvature there says nothing about the minimum.
     """
     z, y = _as_float(z), _as_float(y)
     w = np.ones_like(z) if w is None else _as_float(w)
@@ -153,7 +156,14 @@ def fit_platt(z: np.ndarray, y: np.ndarray, w: np.ndarray | None = None, prior_s
     hi = (n_pos + prior_strength) / (n_pos + 2 * prior_strength)
     lo = prior_strength / (n_neg + 2 * prior_strength)
     t = np.where(y > 0.5, hi, lo)
-    a, b = 1.0, float(np.log((n_pos + prior_strength) / (n_neg + prior_strength)))
+
+    def loss(a: float, b: float) -> float:
+        # Cross-entropy against the smoothed targets, log(1 + e^u) - t u, computed without overflow.
+        u = a * z + b
+        return float(np.sum(w * (np.logaddexp(0.0, u) - t * u)))
+
+    a, b = 0.0, float(np.log((n_pos + prior_strength) / (n_neg + prior_strength)))
+    current = loss(a, b)
     for _ in range(100):
         p = _sigmoid(a * z + b)
         r = w * (p - t)
@@ -161,8 +171,17 @@ def fit_platt(z: np.ndarray, y: np.ndarray, w: np.ndarray | None = None, prior_s
         g = np.array([(r * z).sum(), r.sum()])
         h = np.array([[(s * z * z).sum() + 1e-9, (s * z).sum()], [(s * z).sum(), s.sum() + 1e-9]])
         step = np.linalg.solve(h, g)
-        a, b = a - float(step[0]), b - float(step[1])
-        if np.abs(step).max() < 1e-10:
+        scale = 1.0
+        while scale > 1e-10:
+            value = loss(a - scale * float(step[0]), b - scale * float(step[1]))
+            if value <= current - 1e-4 * scale * float(g @ step):  # Armijo: a real decrease, not a flat one
+                break
+            scale *= 0.5
+        else:
+            break  # no step decreases the loss: at the minimum up to rounding
+        a, b = a - scale * float(step[0]), b - scale * float(step[1])
+        previous, current = current, value
+        if np.abs(scale * step).max() < 1e-10 or previous - current < 1e-12 * max(1.0, abs(current)):
             break
     return PlattCalibrator(a, b)
 

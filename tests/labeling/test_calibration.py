@@ -100,6 +100,28 @@ def test_platt_separable_sample_stays_finite() -> None:
     assert 0 < p[0] < 0.5 < p[1] < 1
 
 
+def test_platt_does_not_run_away_on_spread_scores_with_rare_positives() -> None:
+    # Like a scorer's out-of-fold log-odds: 10% positives, scores spread over ~[-13, 12], calibrated (a = 1,
+    # b = 0). Full Newton steps from a = 1 overshot here to a ~ 6e10 (a step function).
+    rng = np.random.default_rng(0)
+    z = np.concatenate([rng.normal(-7, 2, 900), rng.normal(3, 3, 100)])
+    y = (rng.random(z.size) < 1 / (1 + np.exp(-z))).astype(float)
+    cal = fit_platt(z, y)
+    assert cal.a == pytest.approx(1.0, abs=0.2)
+    assert abs(cal.b) < 0.5
+
+
+def test_platt_separated_sample_with_a_gap_stays_soft() -> None:
+    # Perfectly separated with a wide gap: the smoothed targets (1/7 and 6/7) bound the fit; it must not
+    # become a step function that claims 0 and 1.
+    z = np.array([-9.0, -8, -7, -6, -5, 4, 5, 6, 7, 8])
+    y = np.array([0, 0, 0, 0, 0, 1, 1, 1, 1, 1.0])
+    cal = fit_platt(z, y)
+    assert 0 < cal.a < 1
+    p = cal(np.array([-9.0, 8.0]))
+    assert 0.02 < p[0] < 0.3 and 0.7 < p[1] < 0.98
+
+
 def test_reliability_table() -> None:
     p = np.array([0.05, 0.1, 0.95])
     y = np.array([0, 1, 1])

@@ -8,7 +8,10 @@ import pytest
 from labeling.intervals import beta_interval, beta_ppf
 from labeling.selection import (
     BINS,
+    WITHIN_CLASS_SPREAD,
     ScoreHistogram,
+    _spread_offsets,
+    _spread_verified,
     bin_edges,
     bin_index,
     calibration_shifts,
@@ -105,26 +108,84 @@ def random_histograms(seed: int, n_classes: int) -> dict[int, ScoreHistogram]:
     return out
 
 
+def spread_expected(h: ScoreHistogram, spread: float) -> np.ndarray:
+    """Expected right labels per bin after spreading the class's log-odds, by bisection on its offset."""
+    n = h.counts.astype(np.float64)
+    z = np.where(n > 0, np.log(h.sums / np.maximum(n, 1)) - np.log1p(-h.sums / np.maximum(n, 1)), 0.0)
+    lo, hi = -50.0, 50.0
+    for _ in range(200):
+        u = 0.5 * (lo + hi)
+        if np.sum(n / (1 + np.exp(-(spread * z + u)))) > h.sums.sum():
+            hi = u
+        else:
+            lo = u
+    return n / (1 + np.exp(-(spread * z + 0.5 * (lo + hi))))
+
+
+@pytest.mark.parametrize("spread", [1.0, WITHIN_CLASS_SPREAD])
 @pytest.mark.parametrize("target", [0.6, 0.8, 0.95])
-def test_kept_labels_reach_target_and_cut_is_lowest(target: float) -> None:
+def test_kept_labels_reach_target_and_cut_is_lowest(target: float, spread: float) -> None:
     tax = taxonomy([[] for _ in range(60)])
     hists = random_histograms(2, 60)
-    table = choose_thresholds(hists, None, tax, target)
+    table = choose_thresholds(hists, None, tax, target, spread=spread)
     for cid, h in hists.items():
         r = row(table, cid)
         nonempty = np.flatnonzero(h.counts)
+        expected = h.sums if spread == 1.0 else spread_expected(h, spread)
+        assert expected.sum() == pytest.approx(h.sums.sum(), rel=1e-6)  # the class's total is kept
         if r["selected"]:
             b = int(bin_index(np.array([r["threshold"]], np.float32))[0])
-            kept_mean = h.sums[b:].sum() / h.counts[b:].sum()
-            assert kept_mean >= target - 1e-9
+            kept_mean = expected[b:].sum() / h.counts[b:].sum()
+            assert kept_mean >= target - 1e-6
             assert r["precision"] == pytest.approx(kept_mean, abs=1e-5)
             lower = nonempty[nonempty < b]
             if lower.size:  # one more bin would break the target
                 nb = lower[-1]
-                assert h.sums[nb:].sum() / h.counts[nb:].sum() < target
+                assert expected[nb:].sum() / h.counts[nb:].sum() < target
         else:
             top = nonempty[-1]
-            assert h.sums[top] / h.counts[top] < target
+            assert expected[top] / h.counts[top] < target
+
+
+def test_spread_keeps_more_where_the_top_is_confident() -> None:
+    # Spreading a class's log-odds at a fixed total raises its confident labels and lowers its weak ones,
+    # so the middle (.45 here) can ride on a confident top: kept mean (19 + 4.5) / 30 = .783 < .8 unspread.
+    h = {1: hist(*[0.95] * 20, *[0.45] * 10, *[0.1] * 20)}
+    plain = row(choose_thresholds(h, None, TAX, 0.8, spread=1.0), 1)
+    spread = row(choose_thresholds(h, None, TAX, 0.8, spread=1.4), 1)
+    assert (plain["selected"], spread["selected"]) == (20, 30)
+    assert plain["precision"] == pytest.approx(0.95, abs=1e-6) and 0.8 <= spread["precision"] < 0.95
+    with pytest.raises(ValueError, match="spread"):
+        choose_thresholds(h, None, TAX, 0.8, spread=0.0)
+
+
+def test_spread_by_default_only_with_verified_pairs() -> None:
+    # Verified pairs mean the supervised scorer's scores (what the spread was tuned on); without them
+    # (label model, baselines) scores are taken as they are.
+    h = {1: hist(*[0.95] * 20, *[0.45] * 10, *[0.1] * 20), 2: hist(*np.linspace(0.3, 0.99, 40))}
+    assert choose_thresholds(h, None, TAX, 0.8).equals(choose_thresholds(h, None, TAX, 0.8, spread=1.0))
+    pairs = verified([(1, 0.9, True), (1, 0.2, False), (2, 0.7, True), (2, 0.4, False)] * 10)
+    default = choose_thresholds(h, pairs, TAX, 0.8)
+    assert default.equals(choose_thresholds(h, pairs, TAX, 0.8, spread=WITHIN_CLASS_SPREAD))
+    assert not default.equals(choose_thresholds(h, pairs, TAX, 0.8, spread=1.0))
+
+
+def test_verified_scores_are_spread_with_their_class() -> None:
+    # A class whose scores sit at .2 and .8 (total 1.0 over two): spreading by 2 keeps the total, so by
+    # symmetry its offset is 0 and .8 -> sigmoid(2 logit .8) = 16 / 17. Pairs of a class without candidates
+    # (class 3) keep their scores; the score column keeps its type.
+    counts = np.zeros((1, BINS))
+    sums = np.zeros((1, BINS))
+    for p in (0.2, 0.8):
+        b = int(bin_index(np.array([p], np.float32))[0])
+        counts[0, b], sums[0, b] = 1, p
+    u = _spread_offsets(counts, sums, 2.0)
+    assert u[0] == pytest.approx(0.0, abs=1e-6)
+    pairs = verified([(2, 0.8, True), (2, 0.2, False), (3, 0.8, True)])
+    out = _spread_verified(pairs, np.array([2]), u, 2.0)
+    assert out.schema.equals(pairs.schema)
+    assert out.column("score").to_numpy() == pytest.approx([16 / 17, 1 / 17, 0.8], abs=1e-6)
+    assert _spread_verified(pairs, np.array([2]), u, 1.0) is pairs
 
 
 def test_budget_keeps_the_best_labels_overall() -> None:
