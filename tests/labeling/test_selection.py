@@ -111,7 +111,8 @@ def random_histograms(seed: int, n_classes: int) -> dict[int, ScoreHistogram]:
 def spread_expected(h: ScoreHistogram, spread: float) -> np.ndarray:
     """Expected right labels per bin after spreading the class's log-odds, by bisection on its offset."""
     n = h.counts.astype(np.float64)
-    z = np.where(n > 0, np.log(h.sums / np.maximum(n, 1)) - np.log1p(-h.sums / np.maximum(n, 1)), 0.0)
+    with np.errstate(divide="ignore"):  # empty bins: their log-odds are masked out below
+        z = np.where(n > 0, np.log(h.sums / np.maximum(n, 1)) - np.log1p(-h.sums / np.maximum(n, 1)), 0.0)
     lo, hi = -50.0, 50.0
     for _ in range(200):
         u = 0.5 * (lo + hi)
