@@ -205,7 +205,7 @@ class _Decoded(torch.utils.data.Dataset):
 
 DECODE_ON = ("auto", "workers", "device")
 """Where images are decoded: PIL in DataLoader worker processes, or nvJPEG on the model's device
-(`index.device_decode`). `auto` picks the device on CUDA (4-6x the workers' rate on an H200,
+(`index.device_decode`). `auto` picks the device on CUDA (5-6x the workers' rate on an H200,
 docs/benchmarks.md) and the workers elsewhere."""
 
 
