@@ -7,7 +7,9 @@ Per seed: `webjft synth --preset demo --seed S` (JPEGs), `webjft build CRAWL DAT
 * `pixels`: each JPEG box-downsampled to 16 x 16 RGB (768 values in [0, 1]); no training, no download,
   given to `webjft noise DATASET --embeddings pixels.parquet`.
 
-Each embedding runs calibrated (the crawl's verified.parquet, the default) and unsupervised (--no-verified).
+Each embedding runs calibrated (the crawl's verified.parquet, the default; with the build's scores as a third
+signal, the default, and with visual signals only, --no-label-scores) and unsupervised (--no-verified). A row
+without images shows the build's own estimate (1 - the precision classes.parquet states; 1 - score per label).
 Neither the build nor the estimator reads truth.parquet; only `label_truth` here does. Scores: per-class
 noise-rate MAE over classes with >= 50 kept labels, 95%-interval coverage of those classes, AUROC of p_noisy
 for the wrong labels over all labels and over the labels of those classes.
@@ -134,9 +136,10 @@ def audit_sample(case: Case, size: int, seed: int) -> str:
     return path
 
 
-def run_webjft(case: Case, kind: str, verified: str | None) -> dict:
+def run_webjft(case: Case, kind: str, verified: str | None, label_scores: bool = True) -> dict:
     """`webjft noise DATASET` (vit) or `webjft noise DATASET --embeddings pixels.parquet`, calibrated on the
-    crawl's verified sample (`verified="crawl"`), on a given verified file, or unsupervised (None)."""
+    crawl's verified sample (`verified="crawl"`), on a given verified file, or unsupervised (None); with the
+    build's scores as a third signal or (`label_scores=False`, `--no-label-scores`) visual signals only."""
     embeddings = None
     if kind == "pixels":
         embeddings = join(case.work, f"pixels{PIXEL_SIDE}.parquet")
@@ -144,7 +147,8 @@ def run_webjft(case: Case, kind: str, verified: str | None) -> dict:
             pixel_embeddings(case.dataset, embeddings)
     start = time.perf_counter()
     run = noise_for_dataset(case.dataset, embeddings=embeddings, use_verified=verified is not None,
-                            verified=None if verified == "crawl" else verified, config=NoiseConfig(backend="faiss-cpu"))
+                            verified=None if verified == "crawl" else verified,
+                            config=NoiseConfig(backend="faiss-cpu", label_scores=label_scores))
     seconds = time.perf_counter() - start
     images = run.result.images
     wrong = label_truth(images, case.crawl)
@@ -152,6 +156,29 @@ def run_webjft(case: Case, kind: str, verified: str | None) -> dict:
                           images.column("p_noisy").to_numpy(), wrong, MIN_IMAGES)
     return {**got, "method": run.result.method, "verified_used": run.result.stats["verified_used"],
             "seconds": seconds}
+
+
+def run_build_scores(case: Case) -> dict:
+    """The build's own estimate, no images: a class's noise is 1 - the precision its classes.parquet states
+    (interval likewise), a label's p_noisy is 1 - its score."""
+    start = time.perf_counter()
+    shards = pa.concat_tables([pq.read_table(join(case.dataset, entry.path), columns=["image_id", "labels", "scores"])
+                               for entry in read_manifest(case.dataset).shards])
+    lists = shards.column("labels").combine_chunks()
+    images = pa.table({"image_id": pc.take(shards.column("image_id"), pc.list_parent_indices(lists)),
+                       "class_id": pc.list_flatten(lists)})
+    p = 1 - pc.list_flatten(shards.column("scores").combine_chunks()).to_numpy()
+    label_class = images.column("class_id").to_numpy()
+    n = np.bincount(label_class)
+    present = np.flatnonzero(n)
+    stated = pq.read_table(join(case.dataset, "classes.parquet"), columns=["precision", "precision_low",
+                                                                             "precision_high"])
+    noise = {name: 1 - stated.column(column).to_numpy(zero_copy_only=False)[present]
+             for name, column in (("noise_rate", "precision"), ("noise_low", "precision_high"),
+                                  ("noise_high", "precision_low"))}
+    classes = pa.table({"class_id": present, "n_images": n[present], **noise})
+    got = score_estimates(classes, label_class, p, label_truth(images, case.crawl), MIN_IMAGES)
+    return {**got, "seconds": time.perf_counter() - start}
 
 
 def embeddings_of(case: Case, kind: str) -> tuple[pa.Array, np.ndarray]:
@@ -213,9 +240,12 @@ def main() -> None:
     print("| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for seed in args.seeds:
         case = make_case(args.work, seed, args.preset)
+        _row(seed, "none", "the build's own estimate (1 - stated precision; 1 - score)", run_build_scores(case))
         for kind in args.embeddings:
             crawl_run = run_webjft(case, kind, "crawl")
             _row(seed, kind, "webjft calibrated, crawl's verified sample", crawl_run)
+            _row(seed, kind, "webjft calibrated, visual signals only (--no-label-scores)",
+                 run_webjft(case, kind, "crawl", label_scores=False))
             audit = audit_sample(case, crawl_run["verified_used"], seed)
             _row(seed, kind, f"webjft calibrated, audit of {crawl_run['verified_used']} kept labels",
                  run_webjft(case, kind, audit))

@@ -4,6 +4,9 @@ Two signals per label: the image's distance to the nearest k-means centroid of t
 class's typical distance (so that tight and spread-out classes compare), and the share of the image's nearest
 neighbours that carry the same label. A verified sample calibrates them into P(label wrong)
 (`index.calibrate`); without one, a two-component mixture gives an unsupervised estimate that says it is one.
+When the labeller scored its labels (a webjft dataset's `scores`, or a `scores` column in a labels file), those
+scores enter the calibrated model as a third signal: text evidence and visual evidence fail on different
+labels, so together they rank wrong labels better than either (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ class NoiseConfig:
     class_prior_sd: float | None = 3.0  # spread of class logit offsets around the global curve; None: chosen
     class_verified_min: int = 5  # verified labels for a class's estimate to count as its own (method column)
     min_verified: int = 20  # fewer usable verified labels (or all right or all wrong): unsupervised
+    label_scores: bool = True  # calibrate the labeller's own scores in as a third signal, when labels have them
     seed: int = 0
     backend: str = "auto"
 
@@ -61,6 +65,7 @@ class Labels:
     offsets: np.ndarray
     values: np.ndarray
     n_classes: int
+    scores: np.ndarray | None = None  # per label, aligned with `values`: the labeller's P(label right), if any
 
     @property
     def n_images(self) -> int:
@@ -188,13 +193,17 @@ def bucket_edges(z: np.ndarray, buckets: int) -> np.ndarray:
     return np.unique(np.quantile(z, np.arange(1, buckets) / buckets)) if len(z) else np.zeros(0)
 
 
-def design(z: np.ndarray, agree_logit: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Model inputs per label: intercept, one indicator per distance bucket but the first, kNN agreement."""
+def design(
+    z: np.ndarray, agree_logit: np.ndarray, edges: np.ndarray, score_logit: np.ndarray | None = None
+) -> np.ndarray:
+    """Model inputs per label: intercept, one indicator per distance bucket but the first, kNN agreement, and
+    the labeller's own log-odds that the label is right when it gave one."""
     bucket = np.searchsorted(edges, z, side="right")
     onehot = np.zeros((len(z), len(edges)), dtype=np.float64)
     above = bucket > 0
     onehot[np.flatnonzero(above), bucket[above] - 1] = 1.0
-    return np.column_stack([np.ones(len(z)), onehot, agree_logit])
+    extra = [] if score_logit is None else [score_logit]
+    return np.column_stack([np.ones(len(z)), onehot, agree_logit, *extra])
 
 
 def match_verified(
@@ -249,8 +258,15 @@ def estimate_noise(
 
     clock = time.perf_counter()
     edges = bucket_edges(z, config.buckets)
-    features = design(z, agree_logit, edges)
     notes: list[str] = []
+    score_logit = None
+    if labels.scores is not None and config.label_scores:
+        clipped = np.clip(np.asarray(labels.scores, dtype=np.float64), 1e-4, 1 - 1e-4)
+        score_logit = np.log(clipped / (1 - clipped))
+        if np.ptp(score_logit) == 0:
+            notes.append("every label has the same score: the scores carry no signal and are not used")
+            score_logit = None
+    features = design(z, agree_logit, edges, score_logit)
     index = wrong = np.zeros(0, dtype=np.int64)
     if verified is not None:
         index, wrong = match_verified(verified, rows, classes, n_classes)
@@ -268,6 +284,9 @@ def estimate_noise(
         method = SUPERVISED
         notes.append(f"calibrated on {len(index):,} verified labels ({int(wrong.sum()):,} wrong); class offsets "
                      f"spread {model.group_prior_sd:g} (logit)")
+        if score_logit is not None:
+            notes.append(f"the labels' own scores are a third signal (fitted weight {model.w[-1]:.2f} on their "
+                         "log-odds of being right)")
     else:
         if verified is not None:
             notes.append(f"only {len(index):,} usable verified labels (need {config.min_verified}, right and "
@@ -278,6 +297,9 @@ def estimate_noise(
         method = UNSUPERVISED
         notes.append("no verified sample: unsupervised two-component mixture; noise rates are estimates "
                      "without calibration, expect larger errors")
+        if score_logit is not None:
+            notes.append("the labels' own scores are not used without a verified sample to weigh them")
+            score_logit = None
     timings["calibrate_s"] = time.perf_counter() - clock
     if progress:
         progress("calibrate", 1, 1)
@@ -304,6 +326,7 @@ def estimate_noise(
         "labels": len(rows),
         "classes": len(present),
         "verified_used": len(index),
+        "label_scores_used": score_logit is not None,
         "backend": resolve_backend(config.backend),
         "config": asdict(config),
         **{name: round(value, 3) for name, value in timings.items()},

@@ -82,9 +82,9 @@ def noise_for_labels(
     if taxonomy is not None:
         tax = read_taxonomy(taxonomy)
         keys, names, n_classes = pa.array(tax.keys), pa.array(tax.names), len(tax)
-    label_ids, lists, n_classes = read_labels(labels, n_classes)
+    label_ids, lists, n_classes, scores = read_labels(labels, n_classes)
     emb_ids, x = read_embeddings(embeddings, progress)
-    labelled, x = align(label_ids, lists, n_classes, emb_ids, x, embeddings)
+    labelled, x = align(label_ids, lists, n_classes, emb_ids, x, embeddings, scores)
     notes: list[str] = []
     found = _verified(verified, labelled.image_ids, keys, n_classes, notes)
     result = estimate_noise(x, labelled, found, config, progress=progress, inplace=True)
@@ -97,15 +97,19 @@ def noise_for_labels(
     return run
 
 
-def _dataset_labels(dataset: str, shards: list[str]) -> tuple[pa.Array, pa.ListArray]:
-    ids, lists = [], []
+def _dataset_labels(dataset: str, shards: list[str]) -> tuple[pa.Array, pa.ListArray, pa.ListArray]:
+    """Image ids, labels and the build's scores (calibrated P(label right)) of every shard, in order."""
+    columns = ("image_id", "labels", "scores")
+    parts: dict[str, list] = {name: [] for name in columns}
     for relpath in shards:
         with open_parquet(join(dataset, relpath)) as parquet:
-            table = parquet.read(columns=["image_id", "labels"])
-        ids.append(table.column("image_id"))
-        lists.append(table.column("labels"))
-    return (pa.chunked_array([c for col in ids for c in col.chunks], pa.string()).combine_chunks(),
-            pa.chunked_array([c for col in lists for c in col.chunks]).combine_chunks())
+            table = parquet.read(columns=list(columns))
+        for name in columns:
+            parts[name].extend(table.column(name).chunks)
+    types = (pa.string(), pa.list_(pa.int32()), pa.list_(pa.float32()))
+    ids, lists, scores = (pa.chunked_array(parts[name], kind).combine_chunks()
+                          for name, kind in zip(columns, types, strict=True))
+    return ids, lists, scores
 
 
 def default_verified(dataset: str) -> str | None:
@@ -131,7 +135,7 @@ def noise_for_dataset(
         classes = parquet.read(columns=["class_id", "key", "name"])
     n_classes = classes.num_rows
     shards = [entry.path for entry in manifest.shards]
-    label_ids, lists = _dataset_labels(dataset, shards)
+    label_ids, lists, scores = _dataset_labels(dataset, shards)
     notes: list[str] = []
     stats: dict = {}
     description = None
@@ -148,7 +152,7 @@ def noise_for_dataset(
         files, stats = embed_shards(embedder, [join(dataset, s) for s in shards], source, progress=progress,
                                     total_images=manifest.counts.images)
         emb_ids, x = read_embeddings(files, progress)
-    labelled, x = align(label_ids, lists, n_classes, emb_ids, x, source)
+    labelled, x = align(label_ids, lists, n_classes, emb_ids, x, source, scores)
     if use_verified and verified is None:
         verified = default_verified(dataset)
         notes.append(f"verified sample: {verified}" if verified else "no verified sample found for this dataset")

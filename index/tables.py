@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -28,6 +29,9 @@ from pipelines.formats import (
 )
 
 LABELS = pa.schema([pa.field("image_id", pa.string(), False), pa.field("labels", pa.list_(pa.int32()), False)])
+LABEL_SCORES = pa.field("scores", pa.list_(pa.float32()), False)
+"""Optional column of a labels file: the labeller's P(label right) per label, aligned with `labels` (as in a
+dataset shard). When present, the calibrated estimate uses it as a third signal beside the visual two."""
 EMBEDDINGS = pa.schema(
     [pa.field("image_id", pa.string(), False), pa.field("embedding", pa.list_(pa.float32()), False)]
 )
@@ -52,10 +56,21 @@ def _check_unique(ids: pa.Array | pa.ChunkedArray, path: str) -> None:
         raise FormatError(path, "image_id", f"{duplicate!r} appears more than once")
 
 
-def read_labels(path: str | os.PathLike[str], n_classes: int | None = None) -> tuple[pa.Array, pa.ListArray, int]:
-    """(image ids, labels, number of classes) of a labels file; ids unique, labels in 0..n_classes-1."""
+class LabelsFile(NamedTuple):
+    ids: pa.Array
+    lists: pa.ListArray
+    n_classes: int
+    scores: pa.ListArray | None  # aligned with `lists`, when the file has a `scores` column
+
+
+def read_labels(path: str | os.PathLike[str], n_classes: int | None = None) -> LabelsFile:
+    """Image ids, labels, number of classes and the optional scores of a labels file; ids unique, labels in
+    0..n_classes-1, scores (when present) one per label in [0, 1]."""
     path = os.fspath(path)
-    table = _read(path, LABELS)
+    with open_parquet(path) as parquet:
+        has_scores = LABEL_SCORES.name in parquet.schema_arrow.names
+    schema = LABELS.append(LABEL_SCORES) if has_scores else LABELS
+    table = _read(path, schema)
     ids = table.column("image_id").combine_chunks()
     _check_unique(ids, path)
     lists = table.column("labels").combine_chunks()
@@ -65,7 +80,23 @@ def read_labels(path: str | os.PathLike[str], n_classes: int | None = None) -> t
     found = int(flat.max()) + 1 if flat.size else 0
     if n_classes is not None and found > n_classes:
         raise FormatError(path, "labels", f"label {found - 1} is outside the taxonomy's 0..{n_classes - 1}")
-    return ids, lists, n_classes if n_classes is not None else max(found, 1)
+    scores = check_scores(table.column("scores").combine_chunks(), lists, path) if has_scores else None
+    return LabelsFile(ids, lists, n_classes if n_classes is not None else max(found, 1), scores)
+
+
+def check_scores(scores: pa.ListArray, lists: pa.ListArray, path: str) -> pa.ListArray:
+    """`scores` as given, after checking there is one per label and each is a probability."""
+    lengths = pc.list_value_length(scores).to_numpy()
+    bad = np.flatnonzero(lengths != pc.list_value_length(lists).to_numpy())
+    if bad.size:
+        row = int(bad[0])
+        raise FormatError(path, "scores", f"row {row} has {lengths[row]} scores for {len(lists[row])} labels")
+    values = pc.list_flatten(scores).to_numpy(zero_copy_only=False)
+    outside = np.flatnonzero(~((values >= 0) & (values <= 1)))  # NaN fails both
+    if outside.size:
+        row = int(pc.list_parent_indices(scores).to_numpy()[outside[0]])
+        raise FormatError(path, "scores", f"row {row} has score {float(values[outside[0]]):g}, expected 0..1")
+    return scores
 
 
 def read_embeddings(
@@ -120,10 +151,11 @@ def _fill(matrix: np.ndarray | None, total: int, vectors: pa.Array, offset: int,
 
 def align(
     label_ids: pa.Array, lists: pa.ListArray, n_classes: int, embedding_ids: pa.Array, x: np.ndarray,
-    embeddings_path: str,
+    embeddings_path: str, scores: pa.ListArray | None = None,
 ) -> tuple[Labels, np.ndarray]:
-    """Labels and embeddings on the same rows: the embeddings' order when every embedded image is labelled
-    (no copy of the matrix), else the labelled images' rows taken out. Every labelled image needs a vector."""
+    """Labels (and their scores) and embeddings on the same rows: the embeddings' order when every embedded
+    image is labelled (no copy of the matrix), else the labelled images' rows taken out. Every labelled image
+    needs a vector."""
     where = pc.index_in(label_ids, value_set=embedding_ids)
     if where.null_count:
         missing = label_ids.filter(pc.is_null(where))
@@ -132,15 +164,17 @@ def align(
     row_of_label = where.to_numpy()
     lengths = pc.list_value_length(lists).to_numpy()
     flat = pc.list_flatten(lists).to_numpy().astype(np.int32)
+    flat_scores = None if scores is None else pc.list_flatten(scores).to_numpy(zero_copy_only=False).astype(np.float32)
     if len(label_ids) == len(embedding_ids):
         order = np.argsort(row_of_label)  # label row for each embedding row
         counts = lengths[order]
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         starts = np.concatenate([[0], np.cumsum(lengths)])[order]
         take = np.repeat(starts - offsets[:-1], counts) + np.arange(offsets[-1])
-        return Labels(embedding_ids, offsets, flat[take], n_classes), x
+        taken = None if flat_scores is None else flat_scores[take]
+        return Labels(embedding_ids, offsets, flat[take], n_classes, taken), x
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    return Labels(label_ids, offsets, flat, n_classes), x[row_of_label]
+    return Labels(label_ids, offsets, flat, n_classes, flat_scores), x[row_of_label]
 
 
 def class_ids_of(keys: pa.Array | pa.ChunkedArray, class_keys: pa.Array | None, n_classes: int) -> np.ndarray:

@@ -47,13 +47,16 @@ def _progress() -> Iterator:
 def noise(
     dataset: Annotated[str | None, typer.Argument(help="A dataset folder made by `webjft build`.")] = None,
     labels: Annotated[str | None, typer.Option(help="Instead of DATASET: a labels Parquet file "
-                                                    "(image_id string, labels list<int32>).")] = None,
+                                                    "(image_id string, labels list<int32>, optional scores "
+                                                    "list<float32>: P(label right) per label).")] = None,
     embeddings: Annotated[str | None, typer.Option(help="Embeddings Parquet file (image_id string, embedding "
                                                         "list<float32>); required with --labels.")] = None,
     verified: Annotated[str | None, typer.Option(help="Verified sample (image_id, class_key, correct). Default "
                                                       "for a dataset: the verified.parquet of its crawl.")] = None,
     no_verified: Annotated[bool, typer.Option("--no-verified", help="Ignore any verified sample: unsupervised "
                                                                     "estimate.")] = False,
+    label_scores: Annotated[bool, typer.Option(help="Calibrate the labels' own scores (a dataset's `scores`, or "
+                                                    "a `scores` column in --labels) in as a third signal.")] = True,
     taxonomy: Annotated[str | None, typer.Option(help="With --labels: taxonomy Parquet whose keys the verified "
                                                       "class_key uses (else class_key is the class id).")] = None,
     out: Annotated[str | None, typer.Option(help="With --labels: folder for classes.parquet, images.parquet, "
@@ -75,7 +78,8 @@ def noise(
 
     DATASET mode writes noise/classes.parquet, noise/images.parquet, noise/fig2.png and noise/report.json into
     the dataset and lists them in its manifest. --labels mode does the same for any labelled image set.
-    With a verified sample the estimates are calibrated; without one they come from an unsupervised mixture.
+    With a verified sample the estimates are calibrated (and use the labels' scores, when there are any, as a
+    third signal); without one they come from an unsupervised mixture.
     """
     from index.embed import choose_model
     from index.noise import NoiseConfig
@@ -93,7 +97,7 @@ def noise(
         fail(f"--decode-on must be one of {', '.join(DECODE_ON)}, not {decode_on!r}")
     console = Console(soft_wrap=True)
     with one_line_errors():
-        config = NoiseConfig(neighbours=neighbours, seed=seed, backend=backend)
+        config = NoiseConfig(neighbours=neighbours, seed=seed, backend=backend, label_scores=label_scores)
         with _progress() as progress:
             if labels is not None:
                 run = noise_for_labels(labels, embeddings, out, verified=None if no_verified else verified,

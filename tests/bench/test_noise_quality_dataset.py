@@ -64,3 +64,12 @@ def test_tiny_case_scores_webjft_and_cleanlab(bench, case):
     cleanlab = bench.run_cleanlab(case, "pixels")
     assert cleanlab["classes"] == calibrated["classes"]
     assert np.isfinite(cleanlab["mae"]) and cleanlab["auroc_big"] > 0.5
+
+
+def test_build_estimate_and_visual_only_rows(bench, case):
+    own = bench.run_build_scores(case)
+    assert own["classes"] >= 1 and 0 <= own["mae"] < 0.5 and own["auroc"] > 0.5
+    visual = bench.run_webjft(case, "pixels", "crawl", label_scores=False)
+    both = bench.run_webjft(case, "pixels", "crawl")
+    assert visual["labels"] == both["labels"] == own["labels"]
+    assert visual["auroc"] != both["auroc"]  # the scores changed the estimate

@@ -51,7 +51,9 @@ def make_dataset(crawl: Path, out: Path, flip: float = 0.25, seed: int = 0, veri
     table = pa.table({
         "image_id": images.column("image_id"), "url": images.column("url"), "content": images.column("content"),
         "labels": pa.array(labels, pa.list_(pa.int32())),
-        "scores": pa.array([[0.9] * len(r) for r in labels], pa.list_(pa.float32())),
+        # A labeller that half knows: wrong labels score lower on average, with overlap.
+        "scores": pa.array([[float(np.clip((0.55 if f else 0.85) + rng.normal(0, 0.1), 0, 1)) for f in flags]
+                            for flags in wrong], pa.list_(pa.float32())),
         "split": splits,
     })
     out.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -163,3 +165,36 @@ def test_curve_figure_and_text(small_set):
     assert curve.estimated[-1] > 3 * curve.estimated[0]
     assert curve_png(curve, "test").startswith(b"\x89PNG")
     assert len(curve_lines(curve)) == 10
+
+
+def _with_scores(noisy, seed: int = 0, strength: float = 1.5) -> Labels:
+    """The set's labels with scores from a labeller that saw other evidence: informative, independently noisy."""
+    rng = np.random.default_rng(seed)
+    log_odds = np.where(noisy.wrong, -strength, strength) + rng.normal(0, 1.5, len(noisy.wrong))
+    return dataclasses.replace(noisy.labels, scores=sigmoid(log_odds).astype(np.float32))
+
+
+def test_label_scores_are_a_third_signal():
+    hard = gaussian_classes(seed=3, n_classes=16, n_images=3000, n_verified=300, spread=2.5)  # weak visual signal
+    scored = _with_scores(hard)
+    plain = estimate_noise(hard.embeddings, hard.labels, hard.verified, CPU)
+    both = estimate_noise(hard.embeddings, scored, hard.verified, CPU)
+    assert both.stats["label_scores_used"] and not plain.stats["label_scores_used"]
+    assert any("third signal" in note for note in both.notes)
+    with_scores, without = evaluate(hard, both.classes, both.images), evaluate(hard, plain.classes, plain.images)
+    assert with_scores["auroc"] > without["auroc"] + 0.05 and with_scores["mae"] < without["mae"], (with_scores,
+                                                                                                   without)
+    # Turned off, or without a verified sample to weigh them, the scores change nothing.
+    off = estimate_noise(hard.embeddings, scored, hard.verified, NoiseConfig(backend="faiss-cpu", label_scores=False))
+    assert off.images.equals(plain.images) and not off.stats["label_scores_used"]
+    unsupervised = estimate_noise(hard.embeddings, scored, None, CPU)
+    assert not unsupervised.stats["label_scores_used"]
+    assert any("not used without a verified sample" in note for note in unsupervised.notes)
+    assert unsupervised.images.equals(estimate_noise(hard.embeddings, hard.labels, None, CPU).images)
+
+
+def test_constant_label_scores_are_not_used(small_set):
+    constant = dataclasses.replace(small_set.labels, scores=np.full(len(small_set.labels.values), 0.9, np.float32))
+    result = estimate_noise(small_set.embeddings, constant, small_set.verified, CPU)
+    assert not result.stats["label_scores_used"]
+    assert any("same score" in note for note in result.notes)

@@ -55,6 +55,22 @@ def test_labels_mode_writes_tables_figure_and_report(labelled, tmp_path):
     assert (out / "fig2.png").read_bytes().startswith(b"\x89PNG")
     report = json.loads((out / "report.json").read_text())
     assert report["method"] == "calibrated" and len(report["curve"]["estimated"]) == 10
+    assert not report["stats"]["label_scores_used"]
+
+
+def test_labels_mode_uses_a_scores_column(labelled, tmp_path):
+    labels, embeddings, verified = labelled
+    table = pq.read_table(labels)
+    rng = np.random.default_rng(0)
+    scores = [[float(v) for v in rng.uniform(0.2, 1.0, len(row))] for row in table.column("labels").to_pylist()]
+    scored = tmp_path / "scored.parquet"
+    pq.write_table(table.append_column("scores", pa.array(scores, pa.list_(pa.float32()))), scored)
+    out = tmp_path / "noise"
+    result = runner.invoke(app, ["noise", "--labels", str(scored), "--embeddings", str(embeddings),
+                                 "--verified", str(verified), "--out", str(out), "--backend", "faiss-cpu"])
+    assert result.exit_code == 0, result.output
+    assert "third signal" in result.output
+    assert json.loads((out / "report.json").read_text())["stats"]["label_scores_used"]
 
 
 def test_labels_mode_without_verified_is_unsupervised_and_says_so(labelled, tmp_path):
@@ -84,6 +100,13 @@ def test_dataset_mode_embeds_estimates_and_updates_the_manifest(dataset):
     assert "RANDOM" not in again.output
     np.testing.assert_allclose(pq.read_table(dataset / "noise" / "images.parquet").column("p_noisy").to_numpy(),
                                images.column("p_noisy").to_numpy(), atol=1e-5)
+    # The build's scores are the third signal unless turned off.
+    assert "third signal" in result.output
+    plain = runner.invoke(app, ["noise", str(dataset), "--embeddings", str(dataset.parent / "emb.parquet"),
+                                "--no-label-scores"])
+    assert plain.exit_code == 0, plain.output
+    assert "third signal" not in plain.output
+    assert not json.loads((dataset / "noise" / "report.json").read_text())["stats"]["label_scores_used"]
 
 
 def test_bad_invocations_are_one_line_errors(labelled, dataset, tmp_path):
@@ -103,6 +126,12 @@ def test_bad_invocations_are_one_line_errors(labelled, dataset, tmp_path):
                                         "--out", str(tmp_path / "o")]), "labelled images have no embedding")
     _one_line_error(runner.invoke(app, ["noise", "--labels", str(embeddings), "--embeddings", str(embeddings),
                                         "--out", str(tmp_path / "o")]), "labels")
+    bad_scores = tmp_path / "bad_scores.parquet"
+    table = pq.read_table(labels)
+    pq.write_table(table.append_column("scores", pa.array([[2.0] * len(r) for r in table.column("labels").to_pylist()],
+                                                          pa.list_(pa.float32()))), bad_scores)
+    _one_line_error(runner.invoke(app, ["noise", "--labels", str(bad_scores), "--embeddings", str(embeddings),
+                                        "--out", str(tmp_path / "o")]), "bad_scores.parquet: scores: row 0 has score 2")
 
 
 def test_help_names_both_modes_and_the_backends():
