@@ -27,7 +27,7 @@ from index.calibrate import (
     wilson,
 )
 from index.kmeans import assign, clusters_for, kmeans, resolve_backend
-from index.knn import label_agreement, neighbours
+from index.knn import label_agreement, neighbours, with_ancestors
 from pipelines.formats import NOISE_CLASSES, NOISE_IMAGES
 
 Progress = Callable[[str, int, int], None]
@@ -230,8 +230,10 @@ def estimate_noise(
     *,
     progress: Progress | None = None,
     inplace: bool = False,
+    parents: pa.ListArray | None = None,
 ) -> NoiseResult:
-    """Noise estimates for every label of `labels` from embeddings `x` (rows aligned with `labels`)."""
+    """Noise estimates for every label of `labels` from embeddings `x` (rows aligned with `labels`); with the
+    class hierarchy (`parents[c]`: direct parents of class c), neighbours carrying a descendant agree too."""
     config = config or NoiseConfig()
     if x.shape[0] != labels.n_images:
         raise ValueError(f"{x.shape[0]} embeddings for {labels.n_images} labelled images")
@@ -251,7 +253,11 @@ def estimate_noise(
     clock = time.perf_counter()
     nbrs = neighbours(x, config.neighbours, exact_max=config.exact_knn_max, nprobe=config.nprobe,
                       backend=config.backend, seed=config.seed, progress=progress)
-    agree, valid = label_agreement(nbrs, labels.offsets, labels.values, rows, classes)
+    agree_offsets, agree_values = labels.offsets, labels.values
+    if parents is not None:
+        agree_offsets, agree_values = with_ancestors(labels.offsets, labels.values, parents)
+    agree, valid = label_agreement(nbrs, agree_offsets, agree_values, rows, classes)
+    del agree_offsets, agree_values
     del nbrs
     agree_logit = np.log((agree + 0.5) / (valid - agree + 0.5))
     timings["neighbours_s"] = time.perf_counter() - clock
@@ -327,6 +333,7 @@ def estimate_noise(
         "classes": len(present),
         "verified_used": len(index),
         "label_scores_used": score_logit is not None,
+        "hierarchy_used": parents is not None,
         "backend": resolve_backend(config.backend),
         "config": asdict(config),
         **{name: round(value, 3) for name, value in timings.items()},

@@ -77,17 +77,18 @@ def noise_for_labels(
     config: NoiseConfig | None = None, progress: Progress | None = None,
 ) -> NoiseRun:
     """Noise of a labelled set: LABELS (image_id, labels) and EMBEDDINGS (image_id, embedding) -> OUT."""
-    keys = names = None
+    keys = names = parents = None
     n_classes = None
     if taxonomy is not None:
         tax = read_taxonomy(taxonomy)
         keys, names, n_classes = pa.array(tax.keys), pa.array(tax.names), len(tax)
+        parents = tax.to_table().column("parents").combine_chunks()
     label_ids, lists, n_classes, scores = read_labels(labels, n_classes)
     emb_ids, x = read_embeddings(embeddings, progress)
     labelled, x = align(label_ids, lists, n_classes, emb_ids, x, embeddings, scores)
     notes: list[str] = []
     found = _verified(verified, labelled.image_ids, keys, n_classes, notes)
-    result = estimate_noise(x, labelled, found, config, progress=progress, inplace=True)
+    result = estimate_noise(x, labelled, found, config, progress=progress, inplace=True, parents=parents)
     files = write_noise_tables(result.classes, result.images, out)
     figure = join(out, FIGURE)
     write_curve_png(result.curve, figure, f"label noise vs distance: {os.path.basename(labels)}")
@@ -132,7 +133,7 @@ def noise_for_dataset(
     dataset = os.fspath(dataset).rstrip("/")
     manifest = read_manifest(dataset)
     with open_parquet(join(dataset, "classes.parquet")) as parquet:
-        classes = parquet.read(columns=["class_id", "key", "name"])
+        classes = parquet.read(columns=["class_id", "key", "name", "parents"])
     n_classes = classes.num_rows
     shards = [entry.path for entry in manifest.shards]
     label_ids, lists, scores = _dataset_labels(dataset, shards)
@@ -157,7 +158,8 @@ def noise_for_dataset(
         verified = default_verified(dataset)
         notes.append(f"verified sample: {verified}" if verified else "no verified sample found for this dataset")
     found = _verified(verified if use_verified else None, labelled.image_ids, classes.column("key"), n_classes, notes)
-    result = estimate_noise(x, labelled, found, config, progress=progress, inplace=True)
+    result = estimate_noise(x, labelled, found, config, progress=progress, inplace=True,
+                            parents=classes.column("parents").combine_chunks())
 
     entries = [write_dataset_file(result.classes, dataset, f"{NOISE_DIR}/classes.parquet"),
                write_dataset_file(result.images, dataset, f"{NOISE_DIR}/images.parquet")]

@@ -55,7 +55,7 @@ def test_labels_mode_writes_tables_figure_and_report(labelled, tmp_path):
     assert (out / "fig2.png").read_bytes().startswith(b"\x89PNG")
     report = json.loads((out / "report.json").read_text())
     assert report["method"] == "calibrated" and len(report["curve"]["estimated"]) == 10
-    assert not report["stats"]["label_scores_used"]
+    assert not report["stats"]["label_scores_used"] and not report["stats"]["hierarchy_used"]
 
 
 def test_labels_mode_uses_a_scores_column(labelled, tmp_path):
@@ -106,7 +106,8 @@ def test_dataset_mode_embeds_estimates_and_updates_the_manifest(dataset):
                                 "--no-label-scores"])
     assert plain.exit_code == 0, plain.output
     assert "third signal" not in plain.output
-    assert not json.loads((dataset / "noise" / "report.json").read_text())["stats"]["label_scores_used"]
+    stats = json.loads((dataset / "noise" / "report.json").read_text())["stats"]
+    assert not stats["label_scores_used"] and stats["hierarchy_used"]  # the dataset's classes carry parents
 
 
 def test_bad_invocations_are_one_line_errors(labelled, dataset, tmp_path):
