@@ -151,29 +151,53 @@ def label_agreement(
 def with_ancestors(offsets: np.ndarray, values: np.ndarray, parents: pa.ListArray) -> tuple[np.ndarray, np.ndarray]:
     """Each row's labels plus every ancestor of them, as CSR (offsets, values; sorted, unique per row).
 
-    `parents[c]` lists the direct parents of class c (a DAG; classes beyond `parents` have none). Adds one
-    level of parents to all labels at a time, so the cost is depth x labels, with no per-class loop.
+    `parents[c]` lists the direct parents of class c (a DAG; classes beyond `parents` have none). The closure
+    is taken once over the classes that occur (one level of parents for all of them at a time), then every
+    label is replaced by its class's closure in one gather.
     """
     n_rows = len(offsets) - 1
-    parent_offsets = pc.list_value_length(parents).fill_null(0).to_numpy().cumsum()
-    parent_offsets = np.concatenate([[0], parent_offsets]).astype(np.int64)
-    parent_values = pc.list_flatten(parents).to_numpy().astype(np.int64)
-    n_classes = max(len(parents), int(values.max(initial=-1)) + 1, int(parent_values.max(initial=-1)) + 1)
-    rows = np.repeat(np.arange(n_rows, dtype=np.int64), np.diff(offsets))
-    keys = np.unique(rows * n_classes + values.astype(np.int64))
-    frontier = keys
-    for _ in range(n_classes):  # at most one level per class; stops at the roots
-        row, cls = np.divmod(frontier, n_classes)
-        has = cls < len(parents)
-        row, cls = row[has], cls[has]
-        counts = parent_offsets[cls + 1] - parent_offsets[cls]
-        starts = np.repeat(parent_offsets[cls], counts)
-        within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-        found = np.unique(np.repeat(row, counts) * n_classes + parent_values[starts + within])
-        frontier = found[~np.isin(found, keys, assume_unique=True)]
-        if not frontier.size:
-            break
-        keys = np.union1d(keys, frontier)
-    row, cls = np.divmod(keys, n_classes)
+    present = sorted_unique(values)
+    closure_offsets, closure_values = _ancestor_closure(present, parents)
+    slot = np.searchsorted(present, values)
+    counts = (closure_offsets[slot + 1] - closure_offsets[slot]).astype(np.int64)
+    within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+    gathered = closure_values[np.repeat(closure_offsets[slot], counts) + within]
+    rows = np.repeat(np.repeat(np.arange(n_rows, dtype=np.int64), np.diff(offsets)), counts)
+    width = int(max(int(gathered.max(initial=0)), int(values.max(initial=0)))) + 1
+    row, cls = np.divmod(sorted_unique(rows * width + gathered), width)
     new_offsets = np.concatenate([[0], np.cumsum(np.bincount(row, minlength=n_rows))]).astype(np.int64)
     return new_offsets, cls.astype(np.int32)
+
+
+def _ancestor_closure(classes: np.ndarray, parents: pa.ListArray) -> tuple[np.ndarray, np.ndarray]:
+    """CSR over `classes` (sorted): each class itself and every class above it, sorted."""
+    parent_offsets = np.concatenate([[0], pc.list_value_length(parents).fill_null(0).to_numpy().cumsum()])
+    parent_offsets = parent_offsets.astype(np.int64)
+    parent_values = pc.list_flatten(parents).to_numpy().astype(np.int64)
+    width = max(len(parents), int(classes.max(initial=-1)) + 1, int(parent_values.max(initial=-1)) + 1)
+    start = np.arange(len(classes), dtype=np.int64)
+    keys = start * width + classes  # (position of the class in `classes`, ancestor)
+    frontier = keys
+    while frontier.size:
+        owner, cls = np.divmod(frontier, width)
+        inside = cls < len(parents)
+        owner, cls = owner[inside], cls[inside]
+        counts = parent_offsets[cls + 1] - parent_offsets[cls]
+        within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        found = sorted_unique(np.repeat(owner, counts) * width + parent_values[np.repeat(parent_offsets[cls], counts)
+                                                                               + within])
+        at = np.minimum(np.searchsorted(keys, found), len(keys) - 1)
+        frontier = found[keys[at] != found]
+        keys = np.sort(np.concatenate([keys, frontier]))
+    owner, cls = np.divmod(keys, width)
+    closure_offsets = np.concatenate([[0], np.cumsum(np.bincount(owner, minlength=len(classes)))]).astype(np.int64)
+    return closure_offsets, cls
+
+
+def sorted_unique(values: np.ndarray) -> np.ndarray:
+    """`np.unique(values)` by one sort: numpy 2.4's hash-based unique took 15 s where this takes 0.7 s on
+    7M distinct int64 keys (measured here)."""
+    ordered = np.sort(values)
+    if not ordered.size:
+        return ordered
+    return ordered[np.concatenate([[True], ordered[1:] != ordered[:-1]])]
