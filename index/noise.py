@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from index.calibrate import (
     ClassRates,
@@ -75,6 +76,14 @@ class Labels:
         """(row int64, class int32) of every label."""
         rows = np.repeat(np.arange(self.n_images, dtype=np.int64), np.diff(self.offsets))
         return rows, self.values.astype(np.int32)
+
+
+@dataclass(frozen=True)
+class ClassSpace:
+    """What is known about the classes beyond their ids (a taxonomy, or a dataset's classes.parquet)."""
+
+    parents: pa.ListArray | None = None  # parents[c]: direct parents of class c (a DAG)
+    names: pa.Array | None = None  # names[c]: the class's name
 
 
 @dataclass(frozen=True)
@@ -194,16 +203,34 @@ def bucket_edges(z: np.ndarray, buckets: int) -> np.ndarray:
 
 
 def design(
-    z: np.ndarray, agree_logit: np.ndarray, edges: np.ndarray, score_logit: np.ndarray | None = None
+    z: np.ndarray, agree_logit: np.ndarray, edges: np.ndarray, score_logit: np.ndarray | None = None,
+    same_name: np.ndarray | None = None,
 ) -> np.ndarray:
     """Model inputs per label: intercept, one indicator per distance bucket but the first, kNN agreement, and
-    the labeller's own log-odds that the label is right when it gave one."""
+    when known the labeller's own log-odds that the label is right and whether it shares its name with another
+    label of the image."""
     bucket = np.searchsorted(edges, z, side="right")
     onehot = np.zeros((len(z), len(edges)), dtype=np.float64)
     above = bucket > 0
     onehot[np.flatnonzero(above), bucket[above] - 1] = 1.0
-    extra = [] if score_logit is None else [score_logit]
+    extra = [column for column in (score_logit, same_name) if column is not None]
     return np.column_stack([np.ones(len(z)), onehot, agree_logit, *extra])
+
+
+def shares_name(rows: np.ndarray, classes: np.ndarray, names: pa.Array) -> np.ndarray:
+    """Per label: does another label of the same image have the same class name (case and spaces ignored)?"""
+    folded = pc.utf8_lower(pc.utf8_trim_whitespace(names.cast(pa.string())))
+    code = pc.dictionary_encode(folded).indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    width = int(code.max(initial=0)) + 1
+    key = rows.astype(np.int64) * width + code[classes]
+    order = np.argsort(key, kind="stable")
+    ordered = key[order]
+    repeated = np.zeros(len(key), dtype=bool)
+    if len(key) > 1:
+        same = ordered[1:] == ordered[:-1]
+        repeated[order[1:][same]] = True
+        repeated[order[:-1][same]] = True
+    return repeated
 
 
 def match_verified(
@@ -230,10 +257,16 @@ def estimate_noise(
     *,
     progress: Progress | None = None,
     inplace: bool = False,
-    parents: pa.ListArray | None = None,
+    class_space: ClassSpace | None = None,
 ) -> NoiseResult:
-    """Noise estimates for every label of `labels` from embeddings `x` (rows aligned with `labels`); with the
-    class hierarchy (`parents[c]`: direct parents of class c), neighbours carrying a descendant agree too."""
+    """Noise estimates for every label of `labels` from embeddings `x` (rows aligned with `labels`).
+
+    With the class hierarchy, neighbours carrying a descendant of a label agree with it too; with class
+    names, a label that shares its name with another label of the same image (two readings of one ambiguous
+    word, at most one of them right) is a signal of its own in the calibrated model.
+    """
+    class_space = class_space or ClassSpace()
+    parents = class_space.parents
     config = config or NoiseConfig()
     if x.shape[0] != labels.n_images:
         raise ValueError(f"{x.shape[0]} embeddings for {labels.n_images} labelled images")
@@ -272,7 +305,12 @@ def estimate_noise(
         if np.ptp(score_logit) == 0:
             notes.append("every label has the same score: the scores carry no signal and are not used")
             score_logit = None
-    features = design(z, agree_logit, edges, score_logit)
+    same_name = None
+    if class_space.names is not None:
+        same_name = shares_name(rows, classes, class_space.names)
+        if not same_name.any():
+            same_name = None
+    features = design(z, agree_logit, edges, score_logit, same_name)
     index = wrong = np.zeros(0, dtype=np.int64)
     if verified is not None:
         index, wrong = match_verified(verified, rows, classes, n_classes)
@@ -291,8 +329,12 @@ def estimate_noise(
         notes.append(f"calibrated on {len(index):,} verified labels ({int(wrong.sum()):,} wrong); class offsets "
                      f"spread {model.group_prior_sd:g} (logit)")
         if score_logit is not None:
-            notes.append(f"the labels' own scores are a third signal (fitted weight {model.w[-1]:.2f} on their "
+            score_weight = model.w[2 + len(edges)]  # after the intercept, the buckets and the agreement
+            notes.append(f"the labels' own scores are a third signal (fitted weight {score_weight:.2f} on their "
                          "log-odds of being right)")
+        if same_name is not None:
+            notes.append(f"{int(same_name.sum()):,} labels share their name with another label of their image "
+                         f"(readings of one ambiguous word): a signal of its own (fitted weight {model.w[-1]:.2f})")
     else:
         if verified is not None:
             notes.append(f"only {len(index):,} usable verified labels (need {config.min_verified}, right and "
@@ -306,6 +348,7 @@ def estimate_noise(
         if score_logit is not None:
             notes.append("the labels' own scores are not used without a verified sample to weigh them")
             score_logit = None
+        same_name = None
     timings["calibrate_s"] = time.perf_counter() - clock
     if progress:
         progress("calibrate", 1, 1)
@@ -334,6 +377,7 @@ def estimate_noise(
         "verified_used": len(index),
         "label_scores_used": score_logit is not None,
         "hierarchy_used": parents is not None,
+        "shared_name_labels_used": int(same_name.sum()) if same_name is not None else 0,
         "backend": resolve_backend(config.backend),
         "config": asdict(config),
         **{name: round(value, 3) for name, value in timings.items()},

@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from index.embed import Embedder, ModelChoice, embed_shards
 from index.figure import write_curve_png
-from index.noise import NoiseConfig, NoiseResult, estimate_noise
+from index.noise import ClassSpace, NoiseConfig, NoiseResult, estimate_noise
 from index.tables import align, read_embeddings, read_labels, read_verified_file, write_noise_tables
 from pipelines.formats import (
     atomic_write_bytes,
@@ -88,7 +88,8 @@ def noise_for_labels(
     labelled, x = align(label_ids, lists, n_classes, emb_ids, x, embeddings, scores)
     notes: list[str] = []
     found = _verified(verified, labelled.image_ids, keys, n_classes, notes)
-    result = estimate_noise(x, labelled, found, config, progress=progress, inplace=True, parents=parents)
+    result = estimate_noise(x, labelled, found, config, progress=progress, inplace=True,
+                            class_space=ClassSpace(parents, names))
     files = write_noise_tables(result.classes, result.images, out)
     figure = join(out, FIGURE)
     write_curve_png(result.curve, figure, f"label noise vs distance: {os.path.basename(labels)}")
@@ -158,8 +159,8 @@ def noise_for_dataset(
         verified = default_verified(dataset)
         notes.append(f"verified sample: {verified}" if verified else "no verified sample found for this dataset")
     found = _verified(verified if use_verified else None, labelled.image_ids, classes.column("key"), n_classes, notes)
-    result = estimate_noise(x, labelled, found, config, progress=progress, inplace=True,
-                            parents=classes.column("parents").combine_chunks())
+    space = ClassSpace(classes.column("parents").combine_chunks(), classes.column("name").combine_chunks())
+    result = estimate_noise(x, labelled, found, config, progress=progress, inplace=True, class_space=space)
 
     entries = [write_dataset_file(result.classes, dataset, f"{NOISE_DIR}/classes.parquet"),
                write_dataset_file(result.images, dataset, f"{NOISE_DIR}/images.parquet")]
