@@ -9,8 +9,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pipelines.build import BuildConfig, build, reselect
-from pipelines.evaluate import label_quality
 from pipelines.synthetic import generate_crawl, preset
 from service.commands.noise import noise
 from service.commands.synth import _print_summary
@@ -28,6 +26,10 @@ def demo(
 ) -> None:
     """Run the main job end to end on the embedded default: make the demo crawl, validate it, build datasets
     at three target precisions, measure them against the crawl's truth, and estimate their label noise."""
+    # Beam loads only when a command needs it, so that `webjft --help` and the other commands stay fast.
+    from pipelines.build import BuildConfig, build, reselect
+    from pipelines.evaluate import label_quality
+
     console = Console()
     crawl = out / "crawl"
     datasets = {target: out / f"dataset-p{target}" for target in TARGETS}
