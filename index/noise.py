@@ -217,8 +217,10 @@ def design(
     return np.column_stack([np.ones(len(z)), onehot, agree_logit, *extra])
 
 
-def shares_name(rows: np.ndarray, classes: np.ndarray, names: pa.Array) -> np.ndarray:
+def shares_name(rows: np.ndarray, classes: np.ndarray, names: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """Per label: does another label of the same image have the same class name (case and spaces ignored)?"""
+    if isinstance(names, pa.ChunkedArray):
+        names = names.combine_chunks()
     folded = pc.utf8_lower(pc.utf8_trim_whitespace(names.cast(pa.string())))
     code = pc.dictionary_encode(folded).indices.to_numpy(zero_copy_only=False).astype(np.int64)
     width = int(code.max(initial=0)) + 1

@@ -253,6 +253,8 @@ def test_shares_name_ignores_case_and_spaces_and_needs_the_same_image():
     rows = np.array([0, 0, 0, 1, 2])
     classes = np.array([0, 1, 2, 0, 1])
     assert shares_name(rows, classes, names).tolist() == [True, True, False, False, False]
+    assert shares_name(rows, classes, pa.chunked_array([names[:1], names[1:]])).tolist() == [True, True, False,
+                                                                                              False, False]
 
 
 def test_shared_names_help_where_two_readings_of_a_word_label_one_image():
