@@ -151,6 +151,72 @@ def label_agreement(
     return agree, valid
 
 
+def neighbour_rivals(
+    nbrs: np.ndarray, label_offsets: np.ndarray, label_values: np.ndarray, pair_row: np.ndarray,
+    pair_class: np.ndarray, parents: pa.ListArray | None = None, top: int = 4,
+) -> np.ndarray:
+    """Per (image, class) pair: how many of the image's neighbours carry the most common class among them
+    that is not this class, nor (with `parents`) an ancestor or descendant of it; searched among the `top`
+    most common classes of the neighbours.
+
+    The visual counterpart of a look-alike: an image labelled "shears" whose neighbours are mostly labelled
+    "clipper" is probably a clipper, even where a few other clippers also carry "shears" (so that agreement
+    alone is not low), and the wrong reading of an ambiguous word sits among images of the right one.
+    """
+    n_rows, k = nbrs.shape
+    lengths = np.diff(label_offsets)
+    n_classes = int(label_values.max(initial=0)) + 1
+    slot_image = np.repeat(np.arange(n_rows, dtype=np.int64), k)
+    other = nbrs.reshape(-1).astype(np.int64)
+    slot_image, other = slot_image[other >= 0], other[other >= 0]
+    per_slot = lengths[other]
+    within = np.arange(per_slot.sum()) - np.repeat(np.cumsum(per_slot) - per_slot, per_slot)
+    seen = label_values[np.repeat(label_offsets[other], per_slot) + within].astype(np.int64)
+    keys = np.sort(np.repeat(slot_image, per_slot) * n_classes + seen)
+    rivals = np.zeros(len(pair_row), dtype=np.int32)
+    if not keys.size:
+        return rivals
+    starts = np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]]))
+    count = np.diff(np.append(starts, len(keys)))
+    image, cls = np.divmod(keys[starts], n_classes)
+    # Most common first within each image, ties by class id (already ascending): one stable sort.
+    order = np.argsort(image * (k + 1) + (k - np.minimum(count, k)), kind="stable")
+    image, cls, count = image[order], cls[order], count[order]
+    rank = np.arange(len(image)) - np.searchsorted(image, image, side="left")
+    kept = rank < top
+    candidates = np.full((n_rows, top), -1, dtype=np.int64)
+    counts = np.zeros((n_rows, top), dtype=np.int32)
+    candidates[image[kept], rank[kept]] = cls[kept]
+    counts[image[kept], rank[kept]] = count[kept]
+    related = _relation(label_values, parents)
+    found = np.zeros(len(pair_row), dtype=bool)
+    mine = pair_class.astype(np.int64)
+    for slot in range(top):
+        theirs = candidates[pair_row, slot]
+        take = ~found & (theirs >= 0) & (theirs != mine) & ~related(mine, np.maximum(theirs, 0))
+        rivals[take] = counts[pair_row[take], slot]
+        found |= take
+    return rivals
+
+
+def _relation(values: np.ndarray, parents: pa.ListArray | None):
+    """`related(a, b)`, elementwise: is one class an ancestor of the other (equal classes aside)?"""
+    if parents is None:
+        return lambda a, b: np.zeros(len(a), dtype=bool)
+    present = sorted_unique(values)
+    closure_offsets, closure_values = _ancestor_closure(present, parents)
+    width = int(max(int(closure_values.max(initial=0)), int(present.max(initial=0)))) + 1
+    owner = np.repeat(present.astype(np.int64), np.diff(closure_offsets))
+    pairs = np.sort(owner * width + closure_values)  # (class, one of its ancestors or itself)
+
+    def contains(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        probe = a * width + np.minimum(b, width - 1)
+        at = np.minimum(np.searchsorted(pairs, probe), len(pairs) - 1)
+        return (pairs[at] == probe) & (b < width)
+
+    return lambda a, b: contains(a, b) | contains(b, a)
+
+
 def with_ancestors(offsets: np.ndarray, values: np.ndarray, parents: pa.ListArray) -> tuple[np.ndarray, np.ndarray]:
     """Each row's labels plus every ancestor of them, as CSR (offsets, values; sorted, unique per row).
 

@@ -28,7 +28,7 @@ from index.calibrate import (
     wilson,
 )
 from index.kmeans import assign, clusters_for, kmeans, resolve_backend
-from index.knn import label_agreement, neighbours, with_ancestors
+from index.knn import label_agreement, neighbour_rivals, neighbours, with_ancestors
 from pipelines.formats import NOISE_CLASSES, NOISE_IMAGES
 
 Progress = Callable[[str, int, int], None]
@@ -204,16 +204,16 @@ def bucket_edges(z: np.ndarray, buckets: int) -> np.ndarray:
 
 def design(
     z: np.ndarray, agree_logit: np.ndarray, edges: np.ndarray, score_logit: np.ndarray | None = None,
-    same_name: np.ndarray | None = None,
+    same_name: np.ndarray | None = None, rival_logit: np.ndarray | None = None,
 ) -> np.ndarray:
     """Model inputs per label: intercept, one indicator per distance bucket but the first, kNN agreement, and
-    when known the labeller's own log-odds that the label is right and whether it shares its name with another
-    label of the image."""
+    when known the labeller's own log-odds that the label is right, whether it shares its name with another
+    label of the image, and how many neighbours carry the strongest unrelated class."""
     bucket = np.searchsorted(edges, z, side="right")
     onehot = np.zeros((len(z), len(edges)), dtype=np.float64)
     above = bucket > 0
     onehot[np.flatnonzero(above), bucket[above] - 1] = 1.0
-    extra = [column for column in (score_logit, same_name) if column is not None]
+    extra = [column for column in (score_logit, same_name, rival_logit) if column is not None]
     return np.column_stack([np.ones(len(z)), onehot, agree_logit, *extra])
 
 
@@ -293,6 +293,8 @@ def estimate_noise(
         agree_offsets, agree_values = with_ancestors(labels.offsets, labels.values, parents)
     agree, valid = label_agreement(nbrs, agree_offsets, agree_values, rows, classes)
     del agree_offsets, agree_values
+    rivals = neighbour_rivals(nbrs, labels.offsets, labels.values, rows, classes, parents)
+    rival_logit = np.log((rivals + 0.5) / (valid - rivals + 0.5))
     del nbrs
     agree_logit = np.log((agree + 0.5) / (valid - agree + 0.5))
     timings["neighbours_s"] = time.perf_counter() - clock
@@ -312,7 +314,7 @@ def estimate_noise(
         same_name = shares_name(rows, classes, class_space.names)
         if not same_name.any():
             same_name = None
-    features = design(z, agree_logit, edges, score_logit, same_name)
+    features = design(z, agree_logit, edges, score_logit, same_name, rival_logit)
     index = wrong = np.zeros(0, dtype=np.int64)
     if verified is not None:
         index, wrong = match_verified(verified, rows, classes, n_classes)
@@ -336,7 +338,7 @@ def estimate_noise(
                          "log-odds of being right)")
         if same_name is not None:
             notes.append(f"{int(same_name.sum()):,} labels share their name with another label of their image "
-                         f"(readings of one ambiguous word): a signal of its own (fitted weight {model.w[-1]:.2f})")
+                         f"(readings of one ambiguous word): a signal of its own (fitted weight {model.w[-2]:.2f})")
     else:
         if verified is not None:
             notes.append(f"only {len(index):,} usable verified labels (need {config.min_verified}, right and "

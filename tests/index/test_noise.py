@@ -227,23 +227,27 @@ def test_hierarchy_lets_descendants_support_an_ancestor_label():
     assert flat.tolist() == [0, 0, 1, 1] and tree.tolist() == [1, 0, 1, 1]
 
 
-def _twin_readings(seed: int, n_twins: int = 8, n_verified: int = 120):
-    """A gaussian set where every image of classes 0..7 also carries a second reading of its word: class
-    16 + c, named like class c, always wrong, and as close to the image as the right one."""
-    base = gaussian_classes(seed=seed, n_classes=16, n_images=3000, n_verified=0)
-    values, n = base.labels.values, base.labels.n_images
-    twins = values < n_twins
+def _twin_readings(seed: int, n_classes: int = 64, share: float = 0.2, n_verified: int = 400):
+    """Random vectors (no visual signal) with one label each, and on `share` of the images a second reading
+    of the same word: class n_classes + c, named like class c, always wrong. Each twin class has a handful of
+    labels and about one verified label, so only a signal shared by all twins can tell them apart."""
+    rng = np.random.default_rng(seed)
+    n = 4000
+    values = rng.integers(0, n_classes, n)
+    twins = rng.random(n) < share
     counts = 1 + twins
     offsets = np.concatenate([[0], np.cumsum(counts)])
     labelled = np.empty(offsets[-1], np.int32)
     labelled[offsets[:-1]] = values
-    labelled[offsets[:-1][twins] + 1] = values[twins] + 16
+    labelled[offsets[:-1][twins] + 1] = values[twins] + n_classes
     rows = np.repeat(np.arange(n), counts)
-    wrong = labelled != base.true_class[rows]
-    pick = np.sort(np.random.default_rng(seed + 100).choice(len(labelled), n_verified, replace=False))
-    names = pa.array([f"class {c}" for c in range(16)] + [f" Class {c}" for c in range(n_twins)])
-    labels = Labels(base.labels.image_ids, offsets, labelled, 16 + n_twins)
-    return base.embeddings, labels, Verified(rows[pick], labelled[pick], ~wrong[pick]), wrong, names
+    wrong = (labelled >= n_classes) | (rng.random(len(labelled)) < 0.1)
+    pick = np.sort(rng.choice(len(labelled), n_verified, replace=False))
+    names = pa.array([f"class {c}" for c in range(n_classes)] + [f" Class {c}" for c in range(n_classes)])
+    ids = pa.array([f"t{i:05d}" for i in range(n)])
+    labels = Labels(ids, offsets, labelled, 2 * n_classes)
+    x = rng.normal(size=(n, 16)).astype(np.float32)
+    return x, labels, Verified(rows[pick], labelled[pick], ~wrong[pick]), wrong, names
 
 
 def test_shares_name_ignores_case_and_spaces_and_needs_the_same_image():
@@ -262,8 +266,25 @@ def test_shared_names_help_where_two_readings_of_a_word_label_one_image():
     plain = estimate_noise(x, labels, verified, CPU)
     named = estimate_noise(x, labels, verified, CPU, class_space=ClassSpace(names=names))
     assert plain.stats["shared_name_labels_used"] == 0
-    assert named.stats["shared_name_labels_used"] == 2 * int((labels.values >= 16).sum())
+    assert named.stats["shared_name_labels_used"] == 2 * int((labels.values >= 64).sum())
     assert any("share their name" in note for note in named.notes)
-    with_names = score_estimates(named.classes, labels.values, named.images.column("p_noisy").to_numpy(), wrong)
-    without = score_estimates(plain.classes, labels.values, plain.images.column("p_noisy").to_numpy(), wrong)
-    assert with_names["mae"] < without["mae"] - 0.005, (with_names, without)
+    p_named, p_plain = (r.images.column("p_noisy").to_numpy() for r in (named, plain))
+    with_names = score_estimates(named.classes, labels.values, p_named, wrong, min_images=5)
+    without = score_estimates(plain.classes, labels.values, p_plain, wrong, min_images=5)
+    assert with_names["mae"] < without["mae"] - 0.01, (with_names, without)
+    twins = labels.values >= 64
+    assert p_named[twins].mean() > p_plain[twins].mean() + 0.05
+
+
+def test_neighbour_rivals_count_the_strongest_unrelated_class():
+    from index.knn import neighbour_rivals
+
+    # Classes: 0 tool, 1 shears, 2 clipper (both tools). One label per image.
+    values = np.array([1, 2, 2, 0, 0], dtype=np.int32)
+    offsets = np.arange(6)
+    nbrs = np.array([[1, 2, 3], [3, 4, 0], [1, 3, -1], [0, 1, 2], [3, 0, 1]])
+    rows = np.arange(5)
+    parents = pa.array([[], [0], [0]], pa.list_(pa.int32()))
+    # Shears among two clippers: rival 2 either way. A clipper among two "tool"s: the ancestor is no rival.
+    assert neighbour_rivals(nbrs, offsets, values, rows, values, parents).tolist() == [2, 1, 0, 0, 0]
+    assert neighbour_rivals(nbrs, offsets, values, rows, values).tolist() == [2, 2, 1, 2, 1]
