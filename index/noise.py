@@ -1,12 +1,17 @@
 """Label noise per (image, label) and per class from visual embeddings (Sun et al. 2017, Fig. 2).
 
-Two signals per label: the image's distance to the nearest k-means centroid of that class, divided by the
-class's typical distance (so that tight and spread-out classes compare), and the share of the image's nearest
-neighbours that carry the same label. A verified sample calibrates them into P(label wrong)
-(`index.calibrate`); without one, a two-component mixture gives an unsupervised estimate that says it is one.
-When the labeller scored its labels (a webjft dataset's `scores`, or a `scores` column in a labels file), those
-scores enter the calibrated model as a third signal: text evidence and visual evidence fail on different
-labels, so together they rank wrong labels better than either (docs/benchmarks.md).
+The two signals of the paper's figure, per label: the image's distance to the nearest k-means centroid of
+that class, divided by the class's typical distance (so that tight and spread-out classes compare), and the
+share of the image's nearest neighbours that carry the same label (or, with a hierarchy, a class below it).
+A verified sample calibrates them into P(label wrong) (`index.calibrate`); without one, a two-component
+mixture gives an unsupervised estimate that says it is one. The calibrated model also weighs, per label:
+
+* rivals: how many neighbours carry the strongest class unrelated to the label (a look-alike's images);
+* the labeller's own score, when it gave one (a webjft dataset's `scores`, or a `scores` column in a labels
+  file): text evidence fails on other labels than visual evidence does;
+* with class names, whether another label of the image has the same name (two readings of one word).
+
+Each one's gain on webjft's synthetic datasets is in docs/benchmarks.md.
 """
 
 from __future__ import annotations
