@@ -32,8 +32,9 @@ from index.calibrate import (
     fit_mixture,
     wilson,
 )
+from index.hierarchy import with_ancestors
 from index.kmeans import assign, clusters_for, kmeans, resolve_backend
-from index.knn import label_agreement, neighbour_rivals, neighbours, with_ancestors
+from index.knn import label_agreement, neighbour_rivals, neighbours
 from pipelines.formats import NOISE_CLASSES, NOISE_IMAGES
 
 Progress = Callable[[str, int, int], None]

@@ -201,32 +201,6 @@ def test_constant_label_scores_are_not_used(small_set):
     assert any("same score" in note for note in result.notes)
 
 
-def test_with_ancestors_adds_every_class_above_each_label_once():
-    from index.knn import with_ancestors
-
-    # 0 <- 1 <- 3, 0 <- 2 <- 3 (3 has two parents), 2 <- 4; class 5 has no parents; 6 is beyond `parents`.
-    parents = pa.array([[], [0], [0], [1, 2], [2], []], pa.list_(pa.int32()))
-    offsets = np.array([0, 1, 3, 3, 4, 5])
-    values = np.array([3, 4, 1, 5, 6], dtype=np.int32)
-    new_offsets, new_values = with_ancestors(offsets, values, parents)
-    rows = [new_values[a:b].tolist() for a, b in zip(new_offsets[:-1], new_offsets[1:], strict=True)]
-    assert rows == [[0, 1, 2, 3], [0, 1, 2, 4], [], [5], [6]]
-
-
-def test_hierarchy_lets_descendants_support_an_ancestor_label():
-    # Two images of a beagle (class 2, under dog = 1): one labelled "dog", its neighbour "beagle".
-    x = np.array([[1.0, 0.0], [0.99, 0.1], [-1.0, 0.0], [-0.99, 0.1]], dtype=np.float32)
-    from index.knn import label_agreement, neighbours, with_ancestors
-
-    offsets, values = np.array([0, 1, 2, 3, 4]), np.array([1, 2, 3, 3], dtype=np.int32)
-    nbrs = neighbours(x, 1, backend="faiss-cpu")
-    rows, classes = np.arange(4), values
-    flat, _ = label_agreement(nbrs, offsets, values, rows, classes)
-    parents = pa.array([[], [0], [1], [0]], pa.list_(pa.int32()))
-    tree, _ = label_agreement(nbrs, *with_ancestors(offsets, values, parents), rows, classes)
-    assert flat.tolist() == [0, 0, 1, 1] and tree.tolist() == [1, 0, 1, 1]
-
-
 def _twin_readings(seed: int, n_classes: int = 64, share: float = 0.2, n_verified: int = 400):
     """Random vectors (no visual signal) with one label each, and on `share` of the images a second reading
     of the same word: class n_classes + c, named like class c, always wrong. Each twin class has a handful of
