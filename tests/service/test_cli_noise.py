@@ -81,6 +81,29 @@ def test_labels_mode_without_verified_is_unsupervised_and_says_so(labelled, tmp_
     assert "unsupervised" in result.output
 
 
+def test_labels_mode_with_a_taxonomy_uses_its_keys_hierarchy_and_names(labelled, tmp_path):
+    labels, embeddings, verified = labelled
+    # Ten classes under one root (class 10); classes 0 and 1 share a name.
+    names = ["crane", "Crane"] + [f"class {c}" for c in range(2, 10)] + ["thing"]
+    taxonomy = pa.table({
+        "class_id": pa.array(range(11), pa.int32()), "key": [f"k{c}" for c in range(11)], "name": names,
+        "synonyms": pa.array([[] for _ in range(11)], pa.list_(pa.string())),
+        "parents": pa.array([[10]] * 10 + [[]], pa.list_(pa.int32())),
+    })
+    pq.write_table(taxonomy, tmp_path / "taxonomy.parquet")
+    keyed = pq.read_table(verified)
+    keys = pa.array([f"k{key}" for key in keyed.column("class_key").to_pylist()])
+    pq.write_table(keyed.set_column(1, "class_key", keys), tmp_path / "verified.parquet")
+    out = tmp_path / "noise"
+    result = runner.invoke(app, ["noise", "--labels", str(labels), "--embeddings", str(embeddings), "--verified",
+                                 str(tmp_path / "verified.parquet"), "--taxonomy", str(tmp_path / "taxonomy.parquet"),
+                                 "--out", str(out), "--backend", "faiss-cpu"])
+    assert result.exit_code == 0, result.output
+    assert "calibrated on 200" in result.output and "crane" in result.output.lower()
+    stats = json.loads((out / "report.json").read_text())["stats"]
+    assert stats["hierarchy_used"] and stats["shared_name_labels_used"] == 0  # one label per image here
+
+
 def test_dataset_mode_embeds_estimates_and_updates_the_manifest(dataset):
     result = runner.invoke(app, ["noise", str(dataset), "--workers", "0", "--batch-size", "64"])
     assert result.exit_code == 0, result.output
