@@ -24,6 +24,7 @@ the labels of those classes only, so compare it with webjft's AUROC on the same 
 Seeds 0-9 are tuning seeds; report on others (1001).
 
     .venv/bin/python bench/noise_quality_dataset.py --seeds 1001 --work /tmp/noise-quality > /tmp/noise_dataset.md
+    ... --no-cleanlab --audit-sizes 1700 3400 6800 13000    # webjft's rows only, and how MAE falls with audit size
 """
 
 from __future__ import annotations
@@ -120,18 +121,19 @@ def label_truth(images: pa.Table, crawl: str) -> np.ndarray:
 
 def audit_sample(case: Case, size: int, seed: int) -> str:
     """`size` of the dataset's kept labels drawn uniformly and checked against truth (a simulated human audit
-    of the dataset, as verified.parquet: image_id, class_key, correct), written to work/seed-S/audit.parquet.
+    of the dataset, as verified.parquet: image_id, class_key, correct), written to work/seed-S/audit-SIZE.parquet.
+    Audits of one seed are nested: a larger one holds every label of a smaller one.
 
     The crawl's verified sample also trained the build's scorer and set its thresholds, so the verified
     labels that survive selection are not a uniform sample of the kept labels (fewer of them are wrong);
     an audit drawn after the build is."""
     images = pq.read_table(join(case.dataset, NOISE_DIR, "images.parquet"), columns=["image_id", "class_id"])
     keys = pq.read_table(join(case.dataset, "classes.parquet"), columns=["key"]).column("key")
-    pick = np.sort(np.random.default_rng([seed, 7]).choice(images.num_rows, min(size, images.num_rows), replace=False))
+    pick = np.sort(np.random.default_rng([seed, 7]).permutation(images.num_rows)[:size])
     chosen = images.take(pa.array(pick))
     table = pa.table({"image_id": chosen.column("image_id"), "class_key": keys.take(chosen.column("class_id")),
                       "correct": pa.array(~label_truth(chosen, case.crawl))})
-    path = join(case.work, "audit.parquet")
+    path = join(case.work, f"audit-{size}.parquet")
     pq.write_table(table, path)
     return path
 
@@ -234,6 +236,8 @@ def main() -> None:
     parser.add_argument("--preset", default="demo")
     parser.add_argument("--embeddings", nargs="+", default=list(EMBEDDINGS_KINDS), choices=EMBEDDINGS_KINDS)
     parser.add_argument("--no-cleanlab", action="store_true")
+    parser.add_argument("--audit-sizes", type=int, nargs="*", default=[],
+                        help="also calibrate on uniform audits of these many kept labels (nested, per seed)")
     args = parser.parse_args()
     print("| seed | embedding | method | labels | true noise | classes >= 50 | MAE | coverage | AUROC all labels | "
           "AUROC classes >= 50 | time |")
@@ -249,6 +253,9 @@ def main() -> None:
             audit = audit_sample(case, crawl_run["verified_used"], seed)
             _row(seed, kind, f"webjft calibrated, audit of {crawl_run['verified_used']} kept labels",
                  run_webjft(case, kind, audit))
+            for size in args.audit_sizes:
+                _row(seed, kind, f"webjft calibrated, audit of {size} kept labels",
+                     run_webjft(case, kind, audit_sample(case, size, seed)))
             _row(seed, kind, "webjft unsupervised", run_webjft(case, kind, None))
             if not args.no_cleanlab:
                 _row(seed, kind, "cleanlab (one-vs-rest, CV logistic)", run_cleanlab(case, kind))

@@ -51,6 +51,10 @@ def test_tiny_case_scores_webjft_and_cleanlab(bench, case):
     audit = bench.audit_sample(case, 60, seed=0)
     sample = pq.read_table(audit)
     assert sample.num_rows == 60
+    smaller = pq.read_table(bench.audit_sample(case, 30, seed=0))
+    pairs = set(zip(sample.column("image_id").to_pylist(), sample.column("class_key").to_pylist(), strict=True))
+    assert smaller.num_rows == 30 and set(zip(smaller.column("image_id").to_pylist(),
+                                              smaller.column("class_key").to_pylist(), strict=True)) <= pairs
     images = pq.read_table(Path(case.dataset) / "noise" / "images.parquet")
     keys = pq.read_table(Path(case.dataset) / "classes.parquet").column("key").to_pylist()
     pairs = zip(images.column("image_id").to_pylist(), [keys[c] for c in images.column("class_id").to_pylist()],
