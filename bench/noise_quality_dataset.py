@@ -45,7 +45,7 @@ from PIL import Image
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from index.noise import NoiseConfig, normalize_rows  # noqa: E402
-from index.run import NOISE_DIR, noise_for_dataset  # noqa: E402
+from index.run import NOISE_DIR, default_verified, noise_for_dataset  # noqa: E402
 from index.tables import EMBEDDINGS, read_embeddings  # noqa: E402
 from index.testdata import auroc, score_estimates  # noqa: E402
 from pipelines.build import BuildConfig, build  # noqa: E402
@@ -57,6 +57,7 @@ REPORTING_SEED = 1001
 EMBEDDINGS_KINDS = ("vit", "pixels")
 PIXEL_SIDE = 16
 MIN_IMAGES = 50
+MIN_IMAGES_SMALL = 20  # a second MAE column: classes with >= 20 labels
 
 
 @dataclass(frozen=True)
@@ -138,7 +139,28 @@ def audit_sample(case: Case, size: int, seed: int) -> str:
     return path
 
 
-def run_webjft(case: Case, kind: str, verified: str | None, label_scores: bool = True) -> dict:
+def targeted_audit(case: Case, kind: str, size: int) -> str:
+    """The `size` labels `webjft noise DATASET --audit-sample SIZE` chooses (beside the crawl's verified
+    sample), checked against truth, as work/seed-S/targeted-KIND-SIZE.parquet."""
+    run = noise_for_dataset(case.dataset, embeddings=_pixels(case) if kind == "pixels" else None,
+                            audit_size=size, config=NoiseConfig(backend="faiss-cpu"))
+    sample = pq.read_table(run.audit, columns=["image_id", "class_key"])
+    keys = pq.read_table(join(case.dataset, "classes.parquet"), columns=["key"]).column("key")
+    class_id = pc.index_in(sample.column("class_key"), value_set=keys).cast(pa.int32())
+    wrong = label_truth(pa.table({"image_id": sample.column("image_id"), "class_id": class_id}), case.crawl)
+    path = join(case.work, f"targeted-{kind}-{size}.parquet")
+    pq.write_table(sample.append_column("correct", pa.array(~wrong)), path)
+    return path
+
+
+def _pixels(case: Case) -> str:
+    path = join(case.work, f"pixels{PIXEL_SIDE}.parquet")
+    if not exists(path):
+        pixel_embeddings(case.dataset, path)
+    return path
+
+
+def run_webjft(case: Case, kind: str, verified: str | list[str] | None, label_scores: bool = True) -> dict:
     """`webjft noise DATASET` (vit) or `webjft noise DATASET --embeddings pixels.parquet`, calibrated on the
     crawl's verified sample (`verified="crawl"`), on a given verified file, or unsupervised (None); with the
     build's scores as a third signal or (`label_scores=False`, `--no-label-scores`) visual signals only."""
@@ -154,10 +176,11 @@ def run_webjft(case: Case, kind: str, verified: str | None, label_scores: bool =
     seconds = time.perf_counter() - start
     images = run.result.images
     wrong = label_truth(images, case.crawl)
-    got = score_estimates(run.result.classes, images.column("class_id").to_numpy(),
-                          images.column("p_noisy").to_numpy(), wrong, MIN_IMAGES)
-    return {**got, "method": run.result.method, "verified_used": run.result.stats["verified_used"],
-            "seconds": seconds}
+    label_class, p = images.column("class_id").to_numpy(), images.column("p_noisy").to_numpy()
+    got = score_estimates(run.result.classes, label_class, p, wrong, MIN_IMAGES)
+    smaller = score_estimates(run.result.classes, label_class, p, wrong, MIN_IMAGES_SMALL)
+    return {**got, "mae_small": smaller["mae"], "method": run.result.method,
+            "verified_used": run.result.stats["verified_used"], "seconds": seconds}
 
 
 def run_build_scores(case: Case) -> dict:
@@ -238,10 +261,12 @@ def main() -> None:
     parser.add_argument("--no-cleanlab", action="store_true")
     parser.add_argument("--audit-sizes", type=int, nargs="*", default=[],
                         help="also calibrate on uniform audits of these many kept labels (nested, per seed)")
+    parser.add_argument("--targeted-sizes", type=int, nargs="*", default=[],
+                        help="also add this many labels to the crawl's sample, uniform vs --audit-sample's choice")
     args = parser.parse_args()
-    print("| seed | embedding | method | labels | true noise | classes >= 50 | MAE | coverage | AUROC all labels | "
-          "AUROC classes >= 50 | time |")
-    print("| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| seed | embedding | method | labels | true noise | classes >= 50 | MAE | MAE classes >= 20 | coverage | "
+          "AUROC all labels | AUROC classes >= 50 | time |")
+    print("| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for seed in args.seeds:
         case = make_case(args.work, seed, args.preset)
         _row(seed, "none", "the build's own estimate (1 - stated precision; 1 - score)", run_build_scores(case))
@@ -256,6 +281,12 @@ def main() -> None:
             for size in args.audit_sizes:
                 _row(seed, kind, f"webjft calibrated, audit of {size} kept labels",
                      run_webjft(case, kind, audit_sample(case, size, seed)))
+            crawl_sample = default_verified(case.dataset)
+            for size in args.targeted_sizes:
+                _row(seed, kind, f"webjft calibrated, crawl's sample + uniform {size}",
+                     run_webjft(case, kind, [crawl_sample, audit_sample(case, size, seed)]))
+                _row(seed, kind, f"webjft calibrated, crawl's sample + --audit-sample {size}",
+                     run_webjft(case, kind, [crawl_sample, targeted_audit(case, kind, size)]))
             _row(seed, kind, "webjft unsupervised", run_webjft(case, kind, None))
             if not args.no_cleanlab:
                 _row(seed, kind, "cleanlab (one-vs-rest, CV logistic)", run_cleanlab(case, kind))
@@ -263,8 +294,8 @@ def main() -> None:
 
 def _row(seed: int, kind: str, name: str, got: dict) -> None:
     print(f"| {seed} | {kind} | {name} | {got['labels']:,} | {got['noise']:.3f} | {got['classes']} | "
-          f"{_cell(got['mae'])} | {_cell(got['coverage'], 2)} | {_cell(got['auroc'])} | {_cell(got['auroc_big'])} | "
-          f"{got['seconds']:.0f} s |", flush=True)
+          f"{_cell(got['mae'])} | {_cell(got.get('mae_small', float('nan')))} | {_cell(got['coverage'], 2)} | "
+          f"{_cell(got['auroc'])} | {_cell(got['auroc_big'])} | {got['seconds']:.0f} s |", flush=True)
 
 
 if __name__ == "__main__":

@@ -132,6 +132,7 @@ class NoiseResult:
     method: str
     notes: list[str] = field(default_factory=list)
     stats: dict = field(default_factory=dict)
+    verified_labels: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # rows of `images`
 
 
 def normalize_rows(x: np.ndarray, inplace: bool = False, center: bool = True, chunk_rows: int = 65_536) -> np.ndarray:
@@ -379,6 +380,7 @@ def estimate_noise(
         curve=curve,
         method=method,
         notes=notes,
+        verified_labels=np.asarray(index, dtype=np.int64),
     )
     result.stats = {
         "images": labels.n_images,

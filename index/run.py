@@ -10,18 +10,21 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from index.audit import audit_table, choose_audit
 from index.embed import Embedder, ModelChoice, embed_shards
 from index.figure import write_curve_png
-from index.noise import ClassSpace, NoiseConfig, NoiseResult, estimate_noise
+from index.noise import ClassSpace, NoiseConfig, NoiseResult, Verified, estimate_noise
 from index.tables import align, read_embeddings, read_labels, read_verified_file, write_noise_tables
 from pipelines.formats import (
     atomic_write_bytes,
+    atomic_write_table,
     exists,
     file_entry,
     join,
@@ -36,6 +39,7 @@ Progress = Callable[[str, int, int], None]
 NOISE_DIR = "noise"
 FIGURE = "fig2.png"
 REPORT = "report.json"
+AUDIT_SAMPLE = "audit-sample.parquet"
 
 
 @dataclass
@@ -50,6 +54,7 @@ class NoiseRun:
     model: str | None = None
     notes: list[str] = field(default_factory=list)
     stats: dict = field(default_factory=dict)
+    audit: str | None = None  # the labels to verify next, when asked for
 
 
 def _report(run: NoiseRun) -> bytes:
@@ -59,24 +64,47 @@ def _report(run: NoiseRun) -> bytes:
         "notes": run.notes + run.result.notes,
         "stats": {**run.result.stats, **run.stats},
         "curve": run.result.curve.to_dict(),
+        "audit_sample": os.path.basename(run.audit) if run.audit else None,
     }
     return (json.dumps(body, indent=2, sort_keys=True, default=str) + "\n").encode()
 
 
-def _verified(path: str | None, ids: pa.Array, keys: pa.Array | None, n_classes: int, notes: list[str]):
-    if path is None:
+def _verified(paths: str | Sequence[str] | None, ids: pa.Array, keys: pa.Array | None, n_classes: int,
+              notes: list[str]) -> Verified | None:
+    """The verified rows of one file or several (concatenated; a label verified twice keeps its first verdict)."""
+    if paths is None:
         return None
-    verified, unknown = read_verified_file(path, ids, keys, n_classes)
-    if unknown:
-        notes.append(f"{unknown:,} verified rows name an image or class outside this set")
-    return verified
+    parts = []
+    for path in [paths] if isinstance(paths, str) else paths:
+        verified, unknown = read_verified_file(path, ids, keys, n_classes)
+        if unknown:
+            notes.append(f"{unknown:,} verified rows of {os.path.basename(path)} name an image or class outside "
+                         "this set")
+        parts.append(verified)
+    if not parts:
+        return None
+    return Verified(*(np.concatenate([getattr(v, name) for v in parts]) for name in ("row", "class_id", "correct")))
+
+
+def _write_audit(run: NoiseRun, size: int, seed: int, keys: pa.Array, names: pa.Array | None,
+                 urls_of: Callable[[pa.Array], pa.Array] | None = None) -> None:
+    """`size` labels to verify next, as OUT/audit-sample.parquet (`index.audit`)."""
+    rows = choose_audit(run.result, size, seed)
+    ids = run.result.images.column("image_id").take(pa.array(rows, pa.int64()))
+    table = audit_table(run.result, rows, keys, names, urls_of(ids) if urls_of else None)
+    path = join(run.out, AUDIT_SAMPLE)
+    atomic_write_table(table, path)
+    run.files.append(path)
+    run.audit = path
 
 
 def noise_for_labels(
-    labels: str, embeddings: str, out: str, *, verified: str | None = None, taxonomy: str | None = None,
-    config: NoiseConfig | None = None, progress: Progress | None = None,
+    labels: str, embeddings: str, out: str, *, verified: str | Sequence[str] | None = None,
+    taxonomy: str | None = None, config: NoiseConfig | None = None, progress: Progress | None = None,
+    audit_size: int = 0,
 ) -> NoiseRun:
-    """Noise of a labelled set: LABELS (image_id, labels) and EMBEDDINGS (image_id, embedding) -> OUT."""
+    """Noise of a labelled set: LABELS (image_id, labels) and EMBEDDINGS (image_id, embedding) -> OUT; with
+    `audit_size`, also OUT/audit-sample.parquet: that many labels to verify next."""
     keys = names = parents = None
     n_classes = None
     if taxonomy is not None:
@@ -94,6 +122,9 @@ def noise_for_labels(
     figure = join(out, FIGURE)
     write_curve_png(result.curve, figure, f"label noise vs distance: {os.path.basename(labels)}")
     run = NoiseRun(result, out, files + [figure], figure, names, None, notes)
+    if audit_size:
+        class_keys = keys if keys is not None else pa.array([str(c) for c in range(n_classes)])
+        _write_audit(run, audit_size, config.seed if config else 0, class_keys, names)
     atomic_write_bytes(join(out, REPORT), _report(run))
     run.files.append(join(out, REPORT))
     return run
@@ -124,13 +155,15 @@ def default_verified(dataset: str) -> str | None:
 
 
 def noise_for_dataset(
-    dataset: str, *, embeddings: str | None = None, verified: str | None = None, use_verified: bool = True,
+    dataset: str, *, embeddings: str | None = None, verified: str | Sequence[str] | None = None,
+    use_verified: bool = True, audit_size: int = 0,
     model: ModelChoice | None = None, device: str | None = None, batch_size: int = 256,
     workers: int | None = None, config: NoiseConfig | None = None, progress: Progress | None = None,
     decode_on: str = "auto",
     log: Callable[[str], None] | None = None,
 ) -> NoiseRun:
-    """Noise of a built dataset, written to DATASET/noise/ and listed in its manifest (written last)."""
+    """Noise of a built dataset, written to DATASET/noise/ and listed in its manifest (written last); with
+    `audit_size`, also noise/audit-sample.parquet: that many kept labels to verify next, with their URLs."""
     dataset = os.fspath(dataset).rstrip("/")
     manifest = read_manifest(dataset)
     with open_parquet(join(dataset, "classes.parquet")) as parquet:
@@ -168,12 +201,26 @@ def noise_for_dataset(
     write_curve_png(result.curve, figure, f"label noise vs distance: dataset {manifest.dataset_id}")
     run = NoiseRun(result, join(dataset, NOISE_DIR), [], figure, classes.column("name").combine_chunks(),
                    description, notes, stats)
+    if audit_size:
+        _write_audit(run, audit_size, (config or NoiseConfig()).seed, classes.column("key").combine_chunks(),
+                     run.class_names, lambda ids: _urls(dataset, shards, ids))
+        entries.append(file_entry(dataset, f"{NOISE_DIR}/{AUDIT_SAMPLE}"))
     atomic_write_bytes(join(dataset, NOISE_DIR, REPORT), _report(run))
     entries += [file_entry(dataset, f"{NOISE_DIR}/{FIGURE}"), file_entry(dataset, f"{NOISE_DIR}/{REPORT}")]
     kept = [entry for entry in manifest.files if not entry.path.startswith(f"{NOISE_DIR}/")]
     write_manifest(dataset, manifest.model_copy(update={"files": kept + entries}))
     run.files = [join(dataset, entry.path) for entry in entries]
     return run
+
+
+def _urls(dataset: str, shards: list[str], ids: pa.Array) -> pa.Array:
+    """The URL of each of `ids`, from the dataset's shards."""
+    found = []
+    for relpath in shards:
+        with open_parquet(join(dataset, relpath)) as parquet:
+            found.append(parquet.read(columns=["image_id", "url"]))
+    table = pa.concat_tables(found)
+    return table.column("url").take(pc.index_in(ids, value_set=table.column("image_id")))
 
 
 def worst_classes(run: NoiseRun, top: int = 10, min_images: int = 20) -> pa.Table:

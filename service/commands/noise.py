@@ -51,8 +51,9 @@ def noise(
                                                     "list<float32>: P(label right) per label).")] = None,
     embeddings: Annotated[str | None, typer.Option(help="Embeddings Parquet file (image_id string, embedding "
                                                         "list<float32>); required with --labels.")] = None,
-    verified: Annotated[str | None, typer.Option(help="Verified sample (image_id, class_key, correct). Default "
-                                                      "for a dataset: the verified.parquet of its crawl.")] = None,
+    verified: Annotated[list[str] | None, typer.Option(help="Verified sample (image_id, class_key, correct); "
+                                                            "repeat for several files. Default for a dataset: the "
+                                                            "verified.parquet of its crawl.")] = None,
     no_verified: Annotated[bool, typer.Option("--no-verified", help="Ignore any verified sample: unsupervised "
                                                                     "estimate.")] = False,
     label_scores: Annotated[bool, typer.Option(help="Calibrate the labels' own scores (a dataset's `scores`, or "
@@ -73,6 +74,9 @@ def noise(
     neighbours: Annotated[int, typer.Option(help="Neighbours per image for the label-agreement signal.")] = 15,
     seed: Annotated[int, typer.Option(help="Seed of k-means sampling and random model weights.")] = 0,
     top: Annotated[int, typer.Option(help="Worst classes to list.")] = 10,
+    audit_sample: Annotated[int, typer.Option(help="Also write audit-sample.parquet: this many labels to verify "
+                                                   "next, chosen where the class estimates are least sure; fill "
+                                                   "in `correct` and pass it back with --verified.")] = 0,
 ) -> None:
     """Estimate label noise per class and per image from visual embeddings (Sun et al. 2017, Fig. 2).
 
@@ -93,6 +97,8 @@ def noise(
         fail("--out and --taxonomy are for --labels mode (a dataset writes to DATASET/noise with its own classes)")
     if neighbours < 1 or top < 1 or batch_size < 1:
         fail("--neighbours, --top and --batch-size must be at least 1")
+    if audit_sample < 0:
+        fail("--audit-sample must be 0 (none) or a number of labels")
     if decode_on not in DECODE_ON:
         fail(f"--decode-on must be one of {', '.join(DECODE_ON)}, not {decode_on!r}")
     console = Console(soft_wrap=True)
@@ -101,11 +107,12 @@ def noise(
         with _progress() as progress:
             if labels is not None:
                 run = noise_for_labels(labels, embeddings, out, verified=None if no_verified else verified,
-                                       taxonomy=taxonomy, config=config, progress=progress)
+                                       taxonomy=taxonomy, config=config, progress=progress, audit_size=audit_sample)
             else:
                 choice = None if embeddings is not None else choose_model(model, weights, seed)
-                run = noise_for_dataset(dataset, embeddings=embeddings, verified=verified,
-                                        use_verified=not no_verified, model=choice, device=device,
+                run = noise_for_dataset(dataset, embeddings=embeddings, verified=verified or None,
+                                        use_verified=not no_verified, audit_size=audit_sample, model=choice,
+                                        device=device,
                                         batch_size=batch_size, workers=workers, config=config, progress=progress,
                                         decode_on=decode_on, log=lambda line: console.print(line, markup=False))
     _print_summary(console, run, top)
@@ -137,4 +144,14 @@ def _print_summary(console: Console, run, top: int) -> None:
                       f"{100 * row['noise_rate']:.1f}%", f"{100 * row['noise_low']:.1f}-{100 * row['noise_high']:.1f}%",
                       row["method"])
     console.print(table)
+    if run.audit:
+        console.print(f"labels to verify next: {_rows(run.audit):,} in {run.audit}; fill in `correct` and pass it "
+                      "back with --verified (repeat --verified to keep your other samples)", markup=False)
     console.print(f"[bold green]done[/]: {run.out} (figure {run.figure})")
+
+
+def _rows(path: str) -> int:
+    from pipelines.formats import open_parquet
+
+    with open_parquet(path) as parquet:
+        return parquet.metadata.num_rows

@@ -77,3 +77,13 @@ def test_build_estimate_and_visual_only_rows(bench, case):
     both = bench.run_webjft(case, "pixels", "crawl")
     assert visual["labels"] == both["labels"] == own["labels"]
     assert visual["auroc"] != both["auroc"]  # the scores changed the estimate
+
+
+def test_targeted_audit_is_checked_by_truth_and_calibrates_beside_the_crawl_sample(bench, case):
+    path = bench.targeted_audit(case, "pixels", 20)
+    sample = pq.read_table(path)
+    assert sample.num_rows == 20 and sample.column("correct").null_count == 0
+    both = bench.run_webjft(case, "pixels", [bench.default_verified(case.dataset), path])
+    alone = bench.run_webjft(case, "pixels", "crawl")
+    assert both["verified_used"] == alone["verified_used"] + 20  # none of the 20 was verified before
+    assert 0 <= both["mae_small"] < 0.5

@@ -81,6 +81,31 @@ def test_labels_mode_without_verified_is_unsupervised_and_says_so(labelled, tmp_
     assert "unsupervised" in result.output
 
 
+def test_audit_sample_is_written_and_comes_back_as_a_second_verified_file(labelled, tmp_path):
+    labels, embeddings, verified = labelled
+    out = tmp_path / "noise"
+    result = runner.invoke(app, ["noise", "--labels", str(labels), "--embeddings", str(embeddings), "--verified",
+                                 str(verified), "--out", str(out), "--backend", "faiss-cpu", "--audit-sample", "50"])
+    assert result.exit_code == 0, result.output
+    assert "labels to verify next: 50" in result.output
+    sample = pq.read_table(out / "audit-sample.parquet")
+    assert sample.num_rows == 50 and sample.column("correct").null_count == 50
+    assert json.loads((out / "report.json").read_text())["audit_sample"] == "audit-sample.parquet"
+    checked = sample.set_column(sample.schema.get_field_index("correct"), "correct", pa.array([True] * 50))
+    pq.write_table(checked, tmp_path / "checked.parquet")
+    again = runner.invoke(app, ["noise", "--labels", str(labels), "--embeddings", str(embeddings), "--verified",
+                                str(verified), "--verified", str(tmp_path / "checked.parquet"), "--out",
+                                str(tmp_path / "again"), "--backend", "faiss-cpu"])
+    assert again.exit_code == 0, again.output
+    assert "calibrated on 250 verified labels" in again.output
+    # Unfilled, the sample is not a verified sample yet: a one-line error.
+    _one_line_error(runner.invoke(app, ["noise", "--labels", str(labels), "--embeddings", str(embeddings),
+                                        "--verified", str(out / "audit-sample.parquet"), "--out",
+                                        str(tmp_path / "o")]), "correct")
+    _one_line_error(runner.invoke(app, ["noise", "--labels", str(labels), "--embeddings", str(embeddings),
+                                        "--out", str(tmp_path / "o"), "--audit-sample", "-1"]), "--audit-sample")
+
+
 def test_labels_mode_with_a_taxonomy_uses_its_keys_hierarchy_and_names(labelled, tmp_path):
     labels, embeddings, verified = labelled
     # Ten classes under one root (class 10); classes 0 and 1 share a name.
@@ -126,11 +151,16 @@ def test_dataset_mode_embeds_estimates_and_updates_the_manifest(dataset):
     # The build's scores are the third signal unless turned off.
     assert "third signal" in result.output
     plain = runner.invoke(app, ["noise", str(dataset), "--embeddings", str(dataset.parent / "emb.parquet"),
-                                "--no-label-scores"])
+                                "--no-label-scores", "--audit-sample", "25"])
     assert plain.exit_code == 0, plain.output
     assert "third signal" not in plain.output
     stats = json.loads((dataset / "noise" / "report.json").read_text())["stats"]
     assert not stats["label_scores_used"] and stats["hierarchy_used"]  # the dataset's classes carry parents
+    sample = pq.read_table(dataset / "noise" / "audit-sample.parquet")
+    assert sample.num_rows == 25
+    assert sample.column("url").null_count == 0 and sample.column("class_name").null_count == 0
+    assert "noise/audit-sample.parquet" in {entry.path for entry in read_manifest(dataset).files}
+    validate_dataset(dataset)
 
 
 def test_bad_invocations_are_one_line_errors(labelled, dataset, tmp_path):
