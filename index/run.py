@@ -23,6 +23,7 @@ from index.figure import write_curve_png
 from index.noise import ClassSpace, NoiseConfig, NoiseResult, Verified, estimate_noise
 from index.tables import align, read_embeddings, read_labels, read_verified_file, write_noise_tables
 from pipelines.formats import (
+    FormatError,
     atomic_write_bytes,
     atomic_write_table,
     exists,
@@ -86,6 +87,20 @@ def _verified(paths: str | Sequence[str] | None, ids: pa.Array, keys: pa.Array |
     return Verified(*(np.concatenate([getattr(v, name) for v in parts]) for name in ("row", "class_id", "correct")))
 
 
+def _keep_filled_audit(path: str) -> None:
+    """Refuse to replace an audit sample someone has started to fill in: their verdicts would be lost."""
+    if not exists(path):
+        return
+    with open_parquet(path) as parquet:
+        if "correct" not in parquet.schema_arrow.names:
+            return
+        filled = parquet.read(columns=["correct"]).column("correct")
+    done = len(filled) - filled.null_count
+    if done:
+        raise FormatError(path, "correct", f"{done:,} labels are already checked here; move the file away (and "
+                                           "pass it with --verified) before asking for a new sample")
+
+
 def _write_audit(run: NoiseRun, size: int, seed: int, keys: pa.Array, names: pa.Array | None,
                  urls_of: Callable[[pa.Array], pa.Array] | None = None) -> None:
     """`size` labels to verify next, as OUT/audit-sample.parquet (`index.audit`)."""
@@ -105,6 +120,8 @@ def noise_for_labels(
 ) -> NoiseRun:
     """Noise of a labelled set: LABELS (image_id, labels) and EMBEDDINGS (image_id, embedding) -> OUT; with
     `audit_size`, also OUT/audit-sample.parquet: that many labels to verify next."""
+    if audit_size:
+        _keep_filled_audit(join(out, AUDIT_SAMPLE))
     keys = names = parents = None
     n_classes = None
     if taxonomy is not None:
@@ -166,6 +183,8 @@ def noise_for_dataset(
     `audit_size`, also noise/audit-sample.parquet: that many kept labels to verify next, with their URLs."""
     dataset = os.fspath(dataset).rstrip("/")
     manifest = read_manifest(dataset)
+    if audit_size:
+        _keep_filled_audit(join(dataset, NOISE_DIR, AUDIT_SAMPLE))
     with open_parquet(join(dataset, "classes.parquet")) as parquet:
         classes = parquet.read(columns=["class_id", "key", "name", "parents"])
     n_classes = classes.num_rows

@@ -98,6 +98,12 @@ def test_audit_sample_is_written_and_comes_back_as_a_second_verified_file(labell
                                 str(tmp_path / "again"), "--backend", "faiss-cpu"])
     assert again.exit_code == 0, again.output
     assert "calibrated on 250 verified labels" in again.output
+    # A sample with verdicts in it is never overwritten by a new one.
+    pq.write_table(checked, out / "audit-sample.parquet")
+    _one_line_error(runner.invoke(app, ["noise", "--labels", str(labels), "--embeddings", str(embeddings),
+                                        "--out", str(out), "--audit-sample", "10"]), "50 labels are already checked")
+    assert pq.read_table(out / "audit-sample.parquet").column("correct").null_count == 0
+    pq.write_table(sample, out / "audit-sample.parquet")
     # Unfilled, the sample is not a verified sample yet: a one-line error.
     _one_line_error(runner.invoke(app, ["noise", "--labels", str(labels), "--embeddings", str(embeddings),
                                         "--verified", str(out / "audit-sample.parquet"), "--out",
