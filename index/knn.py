@@ -185,7 +185,7 @@ def neighbour_rivals(
     counts = np.zeros((n_rows, top), dtype=np.int32)
     candidates[image[kept], rank[kept]] = cls[kept]
     counts[image[kept], rank[kept]] = count[kept]
-    related = relation(label_values, parents)
+    related = relation(np.concatenate([label_values, pair_class.astype(label_values.dtype)]), parents)
     found = np.zeros(len(pair_row), dtype=bool)
     mine = pair_class.astype(np.int64)
     for slot in range(top):

@@ -60,6 +60,7 @@ class NoiseConfig:
     class_verified_min: int = 5  # verified labels for a class's estimate to count as its own (method column)
     min_verified: int = 20  # fewer usable verified labels (or all right or all wrong): unsupervised
     label_scores: bool = True  # calibrate the labeller's own scores in as a third signal, when labels have them
+    verified_candidates: bool = True  # calibrate on verified pairs that are not labels too (see `estimate_noise`)
     seed: int = 0
     backend: str = "auto"
 
@@ -99,6 +100,7 @@ class Verified:
     row: np.ndarray
     class_id: np.ndarray
     correct: np.ndarray
+    score: np.ndarray | None = None  # the labeller's P(right) of each pair (a dataset's out-of-fold scores)
 
 
 @dataclass(frozen=True)
@@ -153,13 +155,21 @@ def normalize_rows(x: np.ndarray, inplace: bool = False, center: bool = True, ch
 
 def class_distances(
     x: np.ndarray, rows: np.ndarray, classes: np.ndarray, n_classes: int, config: NoiseConfig,
-    progress: Progress | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per label: Euclidean distance to the nearest centroid of its class; per class: centroids and median.
+    progress: Progress | None = None, probe_rows: np.ndarray | None = None, probe_classes: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per label: Euclidean distance to the nearest centroid of its class; per class: centroids and median;
+    per probe (image row, class) that is not a label: its distance to that class's centroids, fitted on the
+    labels only.
 
     A class small enough for one centroid uses its mean, with the image itself left out (a class of two
-    would otherwise put each image half-way to itself); a class of one has no distance (NaN).
+    would otherwise put each image half-way to itself); a class of one, or a probe of a class without labels,
+    has no distance (NaN).
     """
+    if probe_rows is None or probe_classes is None:
+        probe_rows, probe_classes = np.zeros(0, np.int64), np.zeros(0, np.int32)
+    probe_order = np.argsort(probe_classes, kind="stable")
+    probe_bounds = np.searchsorted(probe_classes[probe_order], np.arange(n_classes + 1))
+    probe_dist = np.full(len(probe_rows), np.nan, dtype=np.float32)
     backend = resolve_backend(config.backend)
     order = np.argsort(classes, kind="stable")
     bounds = np.searchsorted(classes[order], np.arange(n_classes + 1))
@@ -169,6 +179,7 @@ def class_distances(
     active = np.flatnonzero(np.diff(bounds))
     for done, c in enumerate(active):
         members = order[bounds[c] : bounds[c + 1]]
+        probes = probe_order[probe_bounds[c] : probe_bounds[c + 1]]
         sub = np.asarray(x[rows[members]], dtype=np.float32)
         n = len(sub)
         k = clusters_for(n, config.points_per_centroid, config.max_class_centroids)
@@ -178,25 +189,33 @@ def class_distances(
                 d = np.linalg.norm(sub - sub.mean(0), axis=1) * (n / (n - 1))
                 dist[members] = d
                 median[c] = np.median(d)
+                if len(probes):
+                    probe_dist[probes] = np.linalg.norm(np.asarray(x[probe_rows[probes]]) - sub.mean(0), axis=1)
         else:
             trained = kmeans(sub, k, niter=config.niter, seed=config.seed + int(c), backend=backend)
             _, sq = assign(sub, trained.centroids, backend=backend)
             dist[members] = np.sqrt(sq)
             median[c] = np.median(dist[members])
+            if len(probes):
+                _, sq = assign(np.asarray(x[probe_rows[probes]], dtype=np.float32), trained.centroids, backend=backend)
+                probe_dist[probes] = np.sqrt(sq)
         if progress and (done % 64 == 0 or done == len(active) - 1):
             progress("class k-means", done + 1, len(active))
-    return dist, centroids, median
+    return dist, centroids, median, probe_dist
 
 
 def normalised_distance(
-    dist: np.ndarray, classes: np.ndarray, median: np.ndarray, n_per_class: np.ndarray, prior: float
+    dist: np.ndarray, classes: np.ndarray, median: np.ndarray, n_per_class: np.ndarray, prior: float,
+    global_median: float | None = None,
 ) -> np.ndarray:
-    """Distance over the class's median distance, the median shrunk to the global one for small classes.
+    """Distance over the class's median distance, the median shrunk to the global one (of `dist`, unless
+    given) for small classes.
 
     Labels without a distance (single-image classes) get 1, the typical value: no evidence either way.
     """
     finite = np.isfinite(dist)
-    global_median = float(np.median(dist[finite])) if finite.any() else 1.0
+    if global_median is None:
+        global_median = float(np.median(dist[finite])) if finite.any() else 1.0
     med = np.where(np.isfinite(median), median, global_median)
     scale = (n_per_class * med + prior * global_median) / (n_per_class + prior)
     scale = np.where(scale > 0, scale, global_median if global_median > 0 else 1.0)
@@ -211,25 +230,45 @@ def bucket_edges(z: np.ndarray, buckets: int) -> np.ndarray:
 
 def design(
     z: np.ndarray, agree_logit: np.ndarray, edges: np.ndarray, score_logit: np.ndarray | None = None,
-    same_name: np.ndarray | None = None, rival_logit: np.ndarray | None = None,
-) -> np.ndarray:
-    """Model inputs per label: intercept, one indicator per distance bucket but the first, kNN agreement, and
-    when known the labeller's own log-odds that the label is right, whether it shares its name with another
-    label of the image, and how many neighbours carry the strongest unrelated class."""
+    same_name: np.ndarray | None = None, rival_logit: np.ndarray | None = None, label: np.ndarray | None = None,
+) -> tuple[np.ndarray, list[str]]:
+    """Model inputs per (image, class) pair and their names: intercept, one indicator per distance bucket but
+    the first, kNN agreement, and when known the labeller's own log-odds that the pair is right, whether
+    another label of the image has the same name, how many neighbours carry the strongest unrelated class,
+    and whether the pair is a label (verified candidates the labeller did not keep are not)."""
     bucket = np.searchsorted(edges, z, side="right")
     onehot = np.zeros((len(z), len(edges)), dtype=np.float64)
     above = bucket > 0
     onehot[np.flatnonzero(above), bucket[above] - 1] = 1.0
-    extra = [column for column in (score_logit, same_name, rival_logit) if column is not None]
-    return np.column_stack([np.ones(len(z)), onehot, agree_logit, *extra])
+    optional = {"score": score_logit, "same_name": same_name, "rivals": rival_logit, "label": label}
+    names = ["intercept", *(f"bucket_{b + 1}" for b in range(len(edges))), "agreement"]
+    names += [name for name, column in optional.items() if column is not None]
+    columns = [column for column in optional.values() if column is not None]
+    return np.column_stack([np.ones(len(z)), onehot, agree_logit, *columns]), names
+
+
+def _name_codes(names: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """One integer per class name, equal for names equal up to case and surrounding spaces."""
+    if isinstance(names, pa.ChunkedArray):
+        names = names.combine_chunks()
+    folded = pc.utf8_lower(pc.utf8_trim_whitespace(names.cast(pa.string())))
+    return pc.dictionary_encode(folded).indices.to_numpy(zero_copy_only=False).astype(np.int64)
+
+
+def name_among_labels(rows: np.ndarray, classes: np.ndarray, names: pa.Array | pa.ChunkedArray,
+                      probe_rows: np.ndarray, probe_classes: np.ndarray) -> np.ndarray:
+    """Per probe (image row, class) that is not a label: does a label of that image have the class's name?"""
+    code = _name_codes(names)
+    width = int(code.max(initial=0)) + 1
+    keys = np.sort(rows.astype(np.int64) * width + code[classes])
+    probe = probe_rows.astype(np.int64) * width + code[probe_classes]
+    at = np.minimum(np.searchsorted(keys, probe), max(len(keys) - 1, 0))
+    return (keys[at] == probe) if len(keys) else np.zeros(len(probe), dtype=bool)
 
 
 def shares_name(rows: np.ndarray, classes: np.ndarray, names: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """Per label: does another label of the same image have the same class name (case and spaces ignored)?"""
-    if isinstance(names, pa.ChunkedArray):
-        names = names.combine_chunks()
-    folded = pc.utf8_lower(pc.utf8_trim_whitespace(names.cast(pa.string())))
-    code = pc.dictionary_encode(folded).indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    code = _name_codes(names)
     width = int(code.max(initial=0)) + 1
     key = rows.astype(np.int64) * width + code[classes]
     order = np.argsort(key, kind="stable")
@@ -244,8 +283,9 @@ def shares_name(rows: np.ndarray, classes: np.ndarray, names: pa.Array | pa.Chun
 
 def match_verified(
     verified: Verified, rows: np.ndarray, classes: np.ndarray, n_classes: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Label index and `wrong` flag of each verified row that is one of the labels; others are left out."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Label index and `wrong` flag of each verified row that is one of the labels, and which verified rows
+    those were (a mask over `verified`)."""
     keys = rows * n_classes + classes.astype(np.int64)
     order = np.argsort(keys, kind="stable")
     probe = verified.row.astype(np.int64) * n_classes + verified.class_id.astype(np.int64)
@@ -255,7 +295,37 @@ def match_verified(
     wrong = ~verified.correct[hit].astype(bool)
     # The same label verified twice: keep its first verdict.
     index, first = np.unique(index, return_index=True)
-    return index, wrong[first]
+    return index, wrong[first], hit
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Verified (image row, class) pairs that are not labels, with their verdicts and, if known, scores."""
+
+    row: np.ndarray
+    class_id: np.ndarray
+    wrong: np.ndarray
+    score: np.ndarray | None
+
+    def take(self, keep: np.ndarray) -> Candidates:
+        score = None if self.score is None else self.score[keep]
+        return Candidates(self.row[keep], self.class_id[keep], self.wrong[keep], score)
+
+
+def verified_candidates(verified: Verified, hit: np.ndarray, n_per_class: np.ndarray, n_classes: int) -> Candidates:
+    """The verified pairs that are not labels, of classes that have labels (their centroids and neighbours
+    say something about the pair), each pair once with its first verdict."""
+    keep = ~hit & (n_per_class[verified.class_id] > 0)
+    row, cls = verified.row[keep].astype(np.int64), verified.class_id[keep].astype(np.int32)
+    _, first = np.unique(row * n_classes + cls, return_index=True)
+    first = np.sort(first)
+    score = None if verified.score is None else np.asarray(verified.score[keep][first], dtype=np.float64)
+    return Candidates(row[first], cls[first], ~verified.correct[keep][first].astype(bool), score)
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    clipped = np.clip(np.asarray(p, dtype=np.float64), 1e-4, 1 - 1e-4)
+    return np.log(clipped / (1 - clipped))
 
 
 def estimate_noise(
@@ -273,6 +343,12 @@ def estimate_noise(
     With the class hierarchy, neighbours carrying a descendant of a label agree with it too; with class
     names, a label that shares its name with another label of the same image (two readings of one ambiguous
     word, at most one of them right) is a signal of its own in the calibrated model.
+
+    Verified pairs that are not labels (a crawl's sample checks candidates the build did not keep, too) are
+    calibration data as well: their signals are measured the same way, against the labels' centroids and
+    neighbours, and a "label" indicator lets the model tell the two kinds apart. A dataset's sample holds ten
+    times more of these than of kept labels. With label scores in the model, such pairs need scores of their own
+    (`Verified.score`) and are left out without them.
     """
     class_space = class_space or ClassSpace()
     parents = class_space.parents
@@ -280,7 +356,7 @@ def estimate_noise(
     if x.shape[0] != labels.n_images:
         raise ValueError(f"{x.shape[0]} embeddings for {labels.n_images} labelled images")
     timings: dict[str, float] = {}
-    clock = time.perf_counter()
+    notes: list[str] = []
     x = normalize_rows(x, inplace=inplace)
     rows, classes = labels.pairs()
     n_classes = labels.n_classes
@@ -288,69 +364,100 @@ def estimate_noise(
         raise ValueError("the labelled set has no labels")
     n_per_class = np.bincount(classes, minlength=n_classes)
 
-    dist, _, median = class_distances(x, rows, classes, n_classes, config, progress)
+    score_logit = None
+    if labels.scores is not None and config.label_scores:
+        score_logit = _logit(labels.scores)
+        if np.ptp(score_logit) == 0:
+            notes.append("every label has the same score: the scores carry no signal and are not used")
+            score_logit = None
+    index = wrong = np.zeros(0, dtype=np.int64)
+    outside = Candidates(np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0, bool), None)
+    if verified is not None:
+        index, wrong, hit = match_verified(verified, rows, classes, n_classes)
+        if config.verified_candidates:
+            outside = verified_candidates(verified, hit, n_per_class, n_classes)
+            scored = np.isfinite(outside.score) if outside.score is not None else np.zeros(len(outside.row), bool)
+            if score_logit is not None and not scored.all():
+                notes.append(f"{int((~scored).sum()):,} verified pairs are not labels and have no scores (a "
+                             "dataset's verified.parquet has them): not used")
+                outside = outside.take(scored)
+        unused = len(verified.row) - len(index) - len(outside.row)
+        if unused:
+            notes.append(f"{unused:,} verified rows are neither labels of this set nor usable candidates (of a "
+                         "class with labels) and were not used")
+
+    clock = time.perf_counter()
+    dist, _, median, outside_dist = class_distances(x, rows, classes, n_classes, config, progress,
+                                                    outside.row, outside.class_id)
     z = normalised_distance(dist, classes, median, n_per_class, config.scale_prior)
+    finite = np.isfinite(dist)
+    global_median = float(np.median(dist[finite])) if finite.any() else 1.0
+    outside_z = normalised_distance(outside_dist, outside.class_id, median, n_per_class, config.scale_prior,
+                                    global_median)
     timings["class_kmeans_s"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
     nbrs = neighbours(x, config.neighbours, exact_max=config.exact_knn_max, nprobe=config.nprobe,
                       backend=config.backend, seed=config.seed, progress=progress)
+    pair_rows, pair_classes = np.concatenate([rows, outside.row]), np.concatenate([classes, outside.class_id])
     agree_offsets, agree_values = labels.offsets, labels.values
     if parents is not None:
         agree_offsets, agree_values = with_ancestors(labels.offsets, labels.values, parents)
-    agree, valid = label_agreement(nbrs, agree_offsets, agree_values, rows, classes)
+    agree, valid = label_agreement(nbrs, agree_offsets, agree_values, pair_rows, pair_classes)
     del agree_offsets, agree_values
-    rivals = neighbour_rivals(nbrs, labels.offsets, labels.values, rows, classes, parents)
+    rivals = neighbour_rivals(nbrs, labels.offsets, labels.values, pair_rows, pair_classes, parents)
     rival_logit = np.log((rivals + 0.5) / (valid - rivals + 0.5))
     del nbrs
     agree_logit = np.log((agree + 0.5) / (valid - agree + 0.5))
     timings["neighbours_s"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
+    n_labels = len(rows)
     edges = bucket_edges(z, config.buckets)
-    notes: list[str] = []
-    score_logit = None
-    if labels.scores is not None and config.label_scores:
-        clipped = np.clip(np.asarray(labels.scores, dtype=np.float64), 1e-4, 1 - 1e-4)
-        score_logit = np.log(clipped / (1 - clipped))
-        if np.ptp(score_logit) == 0:
-            notes.append("every label has the same score: the scores carry no signal and are not used")
-            score_logit = None
     same_name = None
     if class_space.names is not None:
-        same_name = shares_name(rows, classes, class_space.names)
+        same_name = np.concatenate([shares_name(rows, classes, class_space.names),
+                                    name_among_labels(rows, classes, class_space.names, outside.row,
+                                                      outside.class_id)])
         if not same_name.any():
             same_name = None
-    features = design(z, agree_logit, edges, score_logit, same_name, rival_logit)
-    index = wrong = np.zeros(0, dtype=np.int64)
-    if verified is not None:
-        index, wrong = match_verified(verified, rows, classes, n_classes)
-        unused = len(verified.row) - len(index)
-        if unused:
-            notes.append(f"{unused:,} verified rows are not labels of this set and were not used")
+    pair_score = None
+    if score_logit is not None:
+        pair_score = np.concatenate([score_logit, _logit(outside.score) if len(outside.row) else []])
+    is_label = np.concatenate([np.ones(n_labels), np.zeros(len(outside.row))]) if len(outside.row) else None
+    features, names = design(np.concatenate([z, outside_z]), agree_logit, edges, pair_score, same_name,
+                             rival_logit, is_label)
+    fit_rows = np.concatenate([index, n_labels + np.arange(len(outside.row))])
+    fit_wrong = np.concatenate([wrong, outside.wrong]).astype(bool)
     supervised = len(index) >= config.min_verified and 0 < wrong.sum() < len(wrong)
     if supervised:
         sds = (config.class_prior_sd,) if config.class_prior_sd else (0.25, 0.5, 1.0, 2.0, 3.0, 4.0)
-        model = fit_logistic_eb(features[index], wrong, classes[index], n_classes, sds)
+        model = fit_logistic_eb(features[fit_rows], fit_wrong, pair_classes[fit_rows], n_classes, sds)
+        features, pair_score, same_name = features[:n_labels], _head(pair_score, n_labels), _head(same_name, n_labels)
         p = model.predict(features, classes)
         rates = class_rates_supervised(model, features, classes, n_classes, p)
-        per_class_verified = np.bincount(classes[index], minlength=n_classes)
+        per_class_verified = np.bincount(pair_classes[fit_rows], minlength=n_classes)
         method_of = np.where(per_class_verified >= config.class_verified_min, SUPERVISED, SUPERVISED_GLOBAL)
         method = SUPERVISED
+        weight = dict(zip(names, model.w, strict=True))
         notes.append(f"calibrated on {len(index):,} verified labels ({int(wrong.sum()):,} wrong); class offsets "
                      f"spread {model.group_prior_sd:g} (logit)")
+        if len(outside.row):
+            notes.append(f"and on {len(outside.row):,} verified pairs that are not labels "
+                         f"({int(outside.wrong.sum()):,} wrong; the labeller did not keep them)")
         if score_logit is not None:
-            score_weight = model.w[2 + len(edges)]  # after the intercept, the buckets and the agreement
-            notes.append(f"the labels' own scores are a third signal (fitted weight {score_weight:.2f} on their "
+            notes.append(f"the labels' own scores are a third signal (fitted weight {weight['score']:.2f} on their "
                          "log-odds of being right)")
         if same_name is not None:
             notes.append(f"{int(same_name.sum()):,} labels share their name with another label of their image "
-                         f"(readings of one ambiguous word): a signal of its own (fitted weight {model.w[-2]:.2f})")
+                         f"(readings of one ambiguous word): a signal of its own (fitted weight "
+                         f"{weight['same_name']:.2f})")
     else:
+        features, same_name = features[:n_labels], _head(same_name, n_labels)
         if verified is not None:
             notes.append(f"only {len(index):,} usable verified labels (need {config.min_verified}, right and "
                          "wrong ones): falling back to the unsupervised estimate")
-        _, p = fit_mixture(agree, valid, np.log(np.maximum(z, 1e-6)), classes, n_classes)
+        _, p = fit_mixture(agree[:n_labels], valid[:n_labels], np.log(np.maximum(z, 1e-6)), classes, n_classes)
         rates = class_rates_mixture(classes, n_classes, p)
         method_of = np.full(n_classes, UNSUPERVISED)
         method = UNSUPERVISED
@@ -360,6 +467,7 @@ def estimate_noise(
             notes.append("the labels' own scores are not used without a verified sample to weigh them")
             score_logit = None
         same_name = None
+        outside = outside.take(np.zeros(len(outside.row), bool))
     timings["calibrate_s"] = time.perf_counter() - clock
     if progress:
         progress("calibrate", 1, 1)
@@ -387,6 +495,7 @@ def estimate_noise(
         "labels": len(rows),
         "classes": len(present),
         "verified_used": len(index),
+        "verified_candidates_used": len(outside.row),
         "label_scores_used": score_logit is not None,
         "hierarchy_used": parents is not None,
         "shared_name_labels_used": int(same_name.sum()) if same_name is not None else 0,
@@ -395,6 +504,10 @@ def estimate_noise(
         **{name: round(value, 3) for name, value in timings.items()},
     }
     return result
+
+
+def _head(values: np.ndarray | None, n: int) -> np.ndarray | None:
+    return None if values is None else values[:n]
 
 
 def _curve(z: np.ndarray, edges: np.ndarray, p: np.ndarray, index: np.ndarray, wrong: np.ndarray) -> Curve:

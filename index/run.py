@@ -72,7 +72,8 @@ def _report(run: NoiseRun) -> bytes:
 
 def _verified(paths: str | Sequence[str] | None, ids: pa.Array, keys: pa.Array | None, n_classes: int,
               notes: list[str]) -> Verified | None:
-    """The verified rows of one file or several (concatenated; a label verified twice keeps its first verdict)."""
+    """The verified rows of one file or several (concatenated; a label verified twice keeps its first verdict).
+    Rows of a file without scores get NaN scores when another file has them."""
     if paths is None:
         return None
     parts = []
@@ -84,7 +85,10 @@ def _verified(paths: str | Sequence[str] | None, ids: pa.Array, keys: pa.Array |
         parts.append(verified)
     if not parts:
         return None
-    return Verified(*(np.concatenate([getattr(v, name) for v in parts]) for name in ("row", "class_id", "correct")))
+    scored = any(part.score is not None for part in parts)
+    scores = [part.score if part.score is not None else np.full(len(part.row), np.nan, np.float32) for part in parts]
+    return Verified(*(np.concatenate([getattr(v, name) for v in parts]) for name in ("row", "class_id", "correct")),
+                    score=np.concatenate(scores) if scored else None)
 
 
 def _keep_filled_audit(path: str) -> None:
@@ -163,7 +167,11 @@ def _dataset_labels(dataset: str, shards: list[str]) -> tuple[pa.Array, pa.ListA
 
 
 def default_verified(dataset: str) -> str | None:
-    """The verified sample of the crawl a dataset was built from, when the manifest names a crawl that has one."""
+    """A dataset's verified sample: its own `verified.parquet` (the crawl's verified pairs that were candidates,
+    with the build's out-of-fold scores), else the crawl's when the manifest names a crawl that has one."""
+    own = join(dataset, "verified.parquet")
+    if exists(own):
+        return own
     crawl = read_manifest(dataset).config.get("crawl")
     if not isinstance(crawl, str):
         return None

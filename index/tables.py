@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 
 from index.noise import Labels, Verified
 from pipelines.formats import (
+    DATASET_VERIFIED,
     NOISE_CLASSES,
     NOISE_IMAGES,
     FormatError,
@@ -195,14 +196,29 @@ def read_verified_file(
     path: str | os.PathLike[str], image_ids: pa.Array, class_keys: pa.Array | None, n_classes: int
 ) -> tuple[Verified, int]:
     """The verified rows about images and classes of this set (row space of `image_ids`), and how many
-    rows named an unknown image or class (reported, not fatal: a crawl's sample covers more than a set)."""
-    table = read_file(os.fspath(path), "verified")
+    rows named an unknown image or class (reported, not fatal: a crawl's sample covers more than a set).
+
+    Two formats: the crawl's (`image_id`, `class_key`, `correct`), or a dataset's `verified.parquet`
+    (`image_id`, `class_id`, `correct`, `score`: the build's out-of-fold P(right) of each pair), whose scores
+    let pairs the build did not keep calibrate the model beside the kept labels (`index.noise.estimate_noise`).
+    """
+    text = os.fspath(path)
+    with open_parquet(text) as parquet:
+        dataset_format = "class_key" not in parquet.schema_arrow.names and "class_id" in parquet.schema_arrow.names
+    score = None
+    if dataset_format:
+        table = _read(text, DATASET_VERIFIED)
+        class_id = table.column("class_id").to_numpy().astype(np.int32)
+        class_id[(class_id < 0) | (class_id >= n_classes)] = -1
+        score = table.column("score").to_numpy().astype(np.float32)
+    else:
+        table = read_file(text, "verified")
+        class_id = class_ids_of(table.column("class_key"), class_keys, n_classes)
     rows = pc.index_in(table.column("image_id"), value_set=image_ids)
-    class_id = class_ids_of(table.column("class_key"), class_keys, n_classes)
     known = (~pc.is_null(rows).to_numpy(zero_copy_only=False)) & (class_id >= 0)
     row = pc.fill_null(rows, -1).to_numpy()[known].astype(np.int64)
     correct = table.column("correct").to_numpy(zero_copy_only=False)[known]
-    return Verified(row, class_id[known], correct), int((~known).sum())
+    return Verified(row, class_id[known], correct, None if score is None else score[known]), int((~known).sum())
 
 
 def write_noise_tables(classes: pa.Table, images: pa.Table, out: str) -> list[str]:

@@ -28,6 +28,7 @@ from pipelines.build.histograms import CLASS_BLOCK, MergeHistograms, WriteHistog
 from pipelines.build.tables import bucket_of, concat, read_table
 from pipelines.formats import (
     CANDIDATES,
+    DATASET_VERIFIED,
     REJECTS,
     IdSet,
     atomic_write_table,
@@ -35,19 +36,6 @@ from pipelines.formats import (
     open_parquet,
     read_verified,
 )
-
-VERIFIED_SCORES = pa.schema(
-    [
-        pa.field("image_id", pa.string(), nullable=False),
-        pa.field("class_id", pa.int32(), nullable=False),
-        pa.field("correct", pa.bool_(), nullable=False),
-        pa.field("score", pa.float32(), nullable=False),
-    ]
-)
-"""`verified.parquet` of a dataset: the verified pairs that were candidates, with out-of-fold scores.
-
-Selection corrects each class's calibration from these; reselect needs them to choose the same way."""
-
 
 # --- fitting ---------------------------------------------------------------------------------------------
 
@@ -57,7 +45,7 @@ class Fit:
     """What stage 4's driver step produced: the scorer and what the manifest says about it."""
 
     scorer: Scorer | None  # None: no candidates at all, nothing to score
-    verified: pa.Table | None  # VERIFIED_SCORES of the verified pairs that are candidates
+    verified: pa.Table | None  # DATASET_VERIFIED of the verified pairs that are candidates
     rejects: pa.Table | None  # REJECTS rows of verified.parquet
     verified_rows: int
     ece: float | None
@@ -151,7 +139,7 @@ def fit(feature_files: list[str], pairs: tuple[pa.Table, pa.Table] | None, n_buc
             "correct": train.column("correct"),
             "score": pa.array(np.asarray(scorer.oof, dtype=np.float32)),
         },
-        schema=VERIFIED_SCORES,
+        schema=DATASET_VERIFIED,
     )
     ece = round(float(expected_calibration_error(scorer.oof, correct)), 6)
     return Fit(scorer, scores, rejects, usable.num_rows, ece)
@@ -215,7 +203,7 @@ class ScoreBucket(beam.DoFn):
 def score_candidates(pipeline: beam.Pipeline, out: str, scorer: Scorer | None, n_buckets: int,
                      verified: pa.Table | None = None) -> None:
     """The scoring pass: every features file -> a candidates file, and the per-class score histograms.
-    `verified` (VERIFIED_SCORES) gives the verified pairs their out-of-fold scores."""
+    `verified` (DATASET_VERIFIED) gives the verified pairs their out-of-fold scores."""
     _ = (
         pipeline
         | "buckets" >> beam.Create(range(n_buckets))

@@ -46,6 +46,7 @@ from pipelines.formats.ids import IdSet, hash_ids
 from pipelines.formats.schemas import (
     CANDIDATES,
     CLASSES,
+    DATASET_VERIFIED,
     EVIDENCE_COLUMNS,
     IMAGES,
     NOISE_CLASSES,
@@ -84,6 +85,7 @@ __all__ = [
     "MANIFEST",
     "NOISE_CLASSES",
     "NOISE_IMAGES",
+    "DATASET_VERIFIED",
     "PARQUET_OPTIONS",
     "PARTITIONED",
     "REJECTS",

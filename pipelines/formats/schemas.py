@@ -66,6 +66,19 @@ VERIFIED = pa.schema(
     ]
 )
 
+DATASET_VERIFIED = pa.schema(
+    [
+        _required("image_id", pa.string()),
+        _required("class_id", pa.int32()),
+        _required("correct", pa.bool_()),
+        _required("score", pa.float32()),
+    ]
+)
+"""A dataset's `verified.parquet`: the crawl's verified pairs that were candidates, with out-of-fold scores.
+
+Selection corrects each class's calibration from these; reselect needs them to choose the same way; the noise
+index calibrates on them (kept or not)."""
+
 TRUTH = pa.schema(
     [
         _required("image_id", pa.string()),

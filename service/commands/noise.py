@@ -51,9 +51,12 @@ def noise(
                                                     "list<float32>: P(label right) per label).")] = None,
     embeddings: Annotated[str | None, typer.Option(help="Embeddings Parquet file (image_id string, embedding "
                                                         "list<float32>); required with --labels.")] = None,
-    verified: Annotated[list[str] | None, typer.Option(help="Verified sample (image_id, class_key, correct); "
-                                                            "repeat for several files. Default for a dataset: the "
-                                                            "verified.parquet of its crawl.")] = None,
+    verified: Annotated[list[str] | None, typer.Option(help="Verified sample (image_id, class_key, correct; or a "
+                                                            "dataset's verified.parquet: image_id, class_id, "
+                                                            "correct, score); repeat for several files. Default "
+                                                            "for a dataset: its own verified.parquet (its crawl's "
+                                                            "checked pairs that were candidates, with the build's "
+                                                            "scores), else its crawl's.")] = None,
     no_verified: Annotated[bool, typer.Option("--no-verified", help="Ignore any verified sample: unsupervised "
                                                                     "estimate.")] = False,
     label_scores: Annotated[bool, typer.Option(help="Calibrate the labels' own scores (a dataset's `scores`, or "
@@ -146,7 +149,8 @@ def _print_summary(console: Console, run, top: int) -> None:
     console.print(table)
     if run.audit:
         console.print(f"labels to verify next: {_rows(run.audit):,} in {run.audit}; fill in `correct` and pass it "
-                      "back with --verified (repeat --verified to keep your other samples)", markup=False)
+                      "back with --verified (repeat --verified, e.g. with DATASET/verified.parquet, to keep your other "
+                      "samples)", markup=False)
     console.print(f"[bold green]done[/]: {run.out} (figure {run.figure})")
 
 

@@ -83,7 +83,7 @@ def test_multi_label_sets_and_unmatched_verified_rows():
                         np.array([True] * 4 + [False] + [True] * 4 + [True]))
     result = estimate_noise(x, labels, verified, NoiseConfig(backend="faiss-cpu", neighbours=5, min_verified=5))
     assert result.images.num_rows == len(values)
-    assert any("not labels of this set" in note for note in result.notes)
+    assert any("neither labels of this set" in note for note in result.notes)
     images = result.images.to_pydict()
     wrong_p = [p for i, c, p in zip(images["image_id"], images["class_id"], images["p_noisy"], strict=True)
                if i == "i5" and c == 1][0]
@@ -262,3 +262,72 @@ def test_neighbour_rivals_count_the_strongest_unrelated_class():
     # Shears among two clippers: rival 2 either way. A clipper among two "tool"s: the ancestor is no rival.
     assert neighbour_rivals(nbrs, offsets, values, rows, values, parents).tolist() == [2, 1, 0, 0, 0]
     assert neighbour_rivals(nbrs, offsets, values, rows, values).tolist() == [2, 2, 1, 2, 1]
+
+
+def _with_candidates(noisy, n_candidates: int, seed: int = 0) -> Verified:
+    """The set's verified labels plus checked pairs that are not labels, as a build's sample has them: the
+    true class of a mislabelled image (right) and a random other class of any image (wrong)."""
+    rng = np.random.default_rng(seed)
+    n_classes = noisy.labels.n_classes
+    mislabelled = np.flatnonzero(noisy.wrong)
+    right_rows = rng.choice(mislabelled, n_candidates // 2, replace=False)
+    wrong_rows = rng.choice(len(noisy.true_class), n_candidates - len(right_rows), replace=False)
+    other = (noisy.labels.values[wrong_rows] + rng.integers(1, n_classes, len(wrong_rows))) % n_classes
+    other = np.where(other == noisy.true_class[wrong_rows], (other + 1) % n_classes, other)
+    other = np.where(other == noisy.labels.values[wrong_rows], (other + 1) % n_classes, other)
+    v = noisy.verified
+    return Verified(np.concatenate([v.row, right_rows, wrong_rows]),
+                    np.concatenate([v.class_id, noisy.true_class[right_rows], other]).astype(np.int32),
+                    np.concatenate([v.correct, np.ones(len(right_rows), bool), np.zeros(len(wrong_rows), bool)]))
+
+
+def test_verified_pairs_that_are_not_labels_calibrate_too():
+    noisy = gaussian_classes(seed=5, n_classes=16, n_images=3000, n_verified=40)
+    checked = _with_candidates(noisy, 600)
+    alone = estimate_noise(noisy.embeddings, noisy.labels, noisy.verified, CPU)
+    more = estimate_noise(noisy.embeddings, noisy.labels, checked, CPU)
+    assert alone.stats["verified_candidates_used"] == 0 and more.stats["verified_candidates_used"] == 600
+    assert more.stats["verified_used"] == alone.stats["verified_used"] == 40
+    assert any("not labels" in note for note in more.notes)
+    better, worse = evaluate(noisy, more.classes, more.images), evaluate(noisy, alone.classes, alone.images)
+    assert better["mae"] < worse["mae"], (better, worse)
+    # Only labels are estimated and plotted; turned off, the extra pairs change nothing.
+    assert more.images.num_rows == alone.images.num_rows and more.curve.verified.sum() == 40
+    off = estimate_noise(noisy.embeddings, noisy.labels, checked, dataclasses.replace(CPU, verified_candidates=False))
+    assert off.images.equals(alone.images)
+
+
+def test_candidates_need_scores_when_labels_have_them_and_a_class_with_labels():
+    noisy = gaussian_classes(seed=5, n_classes=16, n_images=3000, n_verified=40)
+    checked = _with_candidates(noisy, 200)
+    scored = _with_scores(noisy)
+    unscored = estimate_noise(noisy.embeddings, scored, checked, CPU)
+    assert unscored.stats["verified_candidates_used"] == 0
+    assert any("have no scores" in note for note in unscored.notes)
+    half = np.where(np.arange(len(checked.row)) % 2 == 0, 0.3, np.nan).astype(np.float32)
+    with_scores = estimate_noise(noisy.embeddings, scored, dataclasses.replace(checked, score=half), CPU)
+    outside = len(checked.row) - 40
+    assert with_scores.stats["verified_candidates_used"] == int(np.isfinite(half[40:]).sum()) < outside
+    # A pair of a class that has no labels has no centroids or neighbours to be measured against.
+    beyond = Labels(noisy.labels.image_ids, noisy.labels.offsets, noisy.labels.values, 17)
+    stray = Verified(np.concatenate([checked.row, [0]]), np.concatenate([checked.class_id, [16]]).astype(np.int32),
+                     np.concatenate([checked.correct, [False]]))
+    result = estimate_noise(noisy.embeddings, beyond, stray, CPU)
+    assert result.stats["verified_candidates_used"] == outside
+    assert any("neither labels of this set nor usable" in note for note in result.notes)
+
+
+def test_probe_distances_use_the_labels_centroids():
+    from index.noise import class_distances
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(0, 0.1, (10, 4)) + 1, rng.normal(0, 0.1, (200, 4)) - 1]).astype(np.float32)
+    rows = np.arange(210)
+    classes = np.array([0] * 10 + [1] * 200, dtype=np.int32)
+    config = NoiseConfig(backend="faiss-cpu", points_per_centroid=50)
+    plain = class_distances(x, rows, classes, 3, config)
+    dist, _, _, probe = class_distances(x, rows, classes, 3, config, probe_rows=np.array([0, 15, 5]),
+                                        probe_classes=np.array([1, 0, 2]))
+    assert np.array_equal(dist, plain[0])  # probes do not move the labels' distances
+    assert probe[0] > 3 and probe[1] > 3 and np.isnan(probe[2])  # far from the other class; class 2 has no labels
+    assert abs(probe[0] - np.linalg.norm(x[0] - x[10:].mean(0))) < 0.5

@@ -60,3 +60,29 @@ def test_scores_of_another_type_are_refused(tmp_path):
     with pytest.raises(FormatError, match="scores"):
         read_labels(_write(tmp_path / "l.parquet", scores=[["x", "y"], ["z"], ["u", "v", "w"]],
                            score_type=pa.string()))
+
+
+def test_a_datasets_verified_file_brings_its_scores(tmp_path):
+    from index.tables import read_verified_file
+
+    path = tmp_path / "verified.parquet"
+    pq.write_table(pa.table({"image_id": ["b", "zz", "a", "c"], "class_id": pa.array([1, 0, 7, 2], pa.int32()),
+                             "correct": [True, False, False, True],
+                             "score": pa.array([0.8, 0.1, 0.3, 0.05], pa.float32())}), path)
+    verified, unknown = read_verified_file(str(path), pa.array(IDS), None, 3)
+    assert unknown == 2  # an unknown image and a class id beyond the set
+    assert verified.row.tolist() == [1, 2] and verified.class_id.tolist() == [1, 2]
+    assert verified.correct.tolist() == [True, True] and verified.score.tolist() == pytest.approx([0.8, 0.05])
+    crawl_format = tmp_path / "crawl.parquet"
+    pq.write_table(pa.table({"image_id": ["a"], "class_key": ["2"], "correct": [True]}), crawl_format)
+    assert read_verified_file(str(crawl_format), pa.array(IDS), None, 3)[0].score is None
+
+
+def test_a_datasets_verified_file_with_a_bad_column_is_a_one_line_error(tmp_path):
+    from index.tables import read_verified_file
+
+    path = tmp_path / "verified.parquet"
+    pq.write_table(pa.table({"image_id": ["a"], "class_id": pa.array([1], pa.int32()), "correct": [True],
+                             "score": ["high"]}), path)
+    with pytest.raises(FormatError, match="score"):
+        read_verified_file(str(path), pa.array(IDS), None, 3)

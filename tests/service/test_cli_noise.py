@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
@@ -167,6 +169,32 @@ def test_dataset_mode_embeds_estimates_and_updates_the_manifest(dataset):
     assert sample.column("url").null_count == 0 and sample.column("class_name").null_count == 0
     assert "noise/audit-sample.parquet" in {entry.path for entry in read_manifest(dataset).files}
     validate_dataset(dataset)
+
+
+def test_dataset_mode_prefers_its_own_verified_file_and_calibrates_on_pairs_not_kept(dataset, tmp_path):
+    """A build writes verified.parquet: the crawl's checked pairs that were candidates, kept or not, with
+    out-of-fold scores. Here one is made from the crawl's sample plus a wrong, low-scored pair per row."""
+    copy = tmp_path / "data"
+    shutil.copytree(dataset, copy)  # with its embeddings cache: nothing to embed again
+    keys = pq.read_table(copy / "classes.parquet").column("key")
+    sample = pq.read_table(f"{read_manifest(copy).config['crawl']}/verified.parquet")
+    class_id = pc.index_in(sample.column("class_key"), value_set=keys).to_numpy().astype(np.int32)
+    other = (class_id + 1) % len(keys)
+    n = sample.num_rows
+    pq.write_table(pa.table({
+        "image_id": pa.concat_arrays([sample.column("image_id").combine_chunks()] * 2),
+        "class_id": pa.array(np.concatenate([class_id, other]), pa.int32()),
+        "correct": pa.concat_arrays([sample.column("correct").combine_chunks(), pa.array([False] * n)]),
+        "score": pa.array(np.r_[np.full(n, 0.8), np.full(n, 0.05)], pa.float32()),
+    }), copy / "verified.parquet")
+    result = runner.invoke(app, ["noise", str(copy), "--workers", "0"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((copy / "noise" / "report.json").read_text())
+    assert f"verified sample: {copy / 'verified.parquet'}" in report["notes"]
+    stats = report["stats"]
+    assert stats["verified_used"] > 0 and stats["verified_candidates_used"] > 0
+    assert stats["verified_used"] + stats["verified_candidates_used"] <= 2 * n
+    assert any("not labels" in note for note in report["notes"])
 
 
 def test_bad_invocations_are_one_line_errors(labelled, dataset, tmp_path):
