@@ -162,7 +162,8 @@ def _pixels(case: Case) -> str:
 
 def run_webjft(case: Case, kind: str, verified: str | list[str] | None, label_scores: bool = True) -> dict:
     """`webjft noise DATASET` (vit) or `webjft noise DATASET --embeddings pixels.parquet`, calibrated on the
-    crawl's verified sample (`verified="crawl"`), on a given verified file, or unsupervised (None); with the
+    dataset's verified sample (`verified="crawl"`, the default: the crawl's verified pairs that were
+    candidates, with the build's scores), on a given verified file, or unsupervised (None); with the
     build's scores as a third signal or (`label_scores=False`, `--no-label-scores`) visual signals only."""
     embeddings = None
     if kind == "pixels":
@@ -272,7 +273,7 @@ def main() -> None:
         _row(seed, "none", "the build's own estimate (1 - stated precision; 1 - score)", run_build_scores(case))
         for kind in args.embeddings:
             crawl_run = run_webjft(case, kind, "crawl")
-            _row(seed, kind, "webjft calibrated, crawl's verified sample", crawl_run)
+            _row(seed, kind, "webjft calibrated, the dataset's verified sample (its crawl's, with scores)", crawl_run)
             _row(seed, kind, "webjft calibrated, visual signals only (--no-label-scores)",
                  run_webjft(case, kind, "crawl", label_scores=False))
             audit = audit_sample(case, crawl_run["verified_used"], seed)
