@@ -346,9 +346,9 @@ def estimate_noise(
 
     Verified pairs that are not labels (a crawl's sample checks candidates the build did not keep, too) are
     calibration data as well: their signals are measured the same way, against the labels' centroids and
-    neighbours, and a "label" indicator lets the model tell the two kinds apart. A dataset's sample holds ten
-    times more of these than of kept labels. With label scores in the model, such pairs need scores of their own
-    (`Verified.score`) and are left out without them.
+    neighbours, and a "label" indicator lets the model tell the two kinds apart. A dataset's sample holds
+    about nine times as many of these as of kept labels. With label scores in the model, such pairs need
+    scores of their own (`Verified.score`) and are left out without them.
     """
     class_space = class_space or ClassSpace()
     parents = class_space.parents
