@@ -42,10 +42,14 @@ def neighbours(
     seed: int = 0,
     chunk_rows: int = 16_384,
     progress: Progress | None = None,
+    principal_axes: bool = False,
 ) -> np.ndarray:
     """(n, k) int64 row indices of each row's nearest other rows by inner product (-1 where fewer exist).
 
-    `x` should be L2-normalised, so inner product ranks like Euclidean distance.
+    `x` should be L2-normalised, so inner product ranks like Euclidean distance. With `principal_axes` its
+    columns already are principal axes in order of variance (`index.whiten`), and the inverted file's
+    projection keeps the first `search_dim` of them instead of fitting a PCA (which on whitened data, of
+    equal variance in every direction, would pick arbitrary axes).
     """
     n = x.shape[0]
     out = np.full((n, k), -1, dtype=np.int64)
@@ -60,7 +64,7 @@ def neighbours(
         index.add(np.ascontiguousarray(x, dtype=np.float32))
         search = index.search
     else:
-        x = _project(x, search_dim, seed, chunk_rows)
+        x = _first_columns(x, search_dim, chunk_rows) if principal_axes else _project(x, search_dim, seed, chunk_rows)
         search = _ivf(x, nprobe, backend, seed, chunk_rows).search
     for start in range(0, n, chunk_rows):
         stop = min(n, start + chunk_rows)
@@ -95,6 +99,18 @@ def _project(x: np.ndarray, dim: int, seed: int, chunk_rows: int) -> np.ndarray:
     out = np.empty((n, dim), dtype=np.float32)
     for start in range(0, n, chunk_rows):
         chunk = pca.apply(np.ascontiguousarray(x[start : start + chunk_rows], dtype=np.float32))
+        norm = np.linalg.norm(chunk, axis=1, keepdims=True)
+        out[start : start + len(chunk)] = chunk / np.where(norm > 0, norm, 1)
+    return out
+
+
+def _first_columns(x: np.ndarray, dim: int, chunk_rows: int) -> np.ndarray:
+    """The first `dim` columns of every row, re-normalised."""
+    if x.shape[1] <= dim:
+        return x
+    out = np.empty((x.shape[0], dim), dtype=np.float32)
+    for start in range(0, x.shape[0], chunk_rows):
+        chunk = np.asarray(x[start : start + chunk_rows, :dim], dtype=np.float32)
         norm = np.linalg.norm(chunk, axis=1, keepdims=True)
         out[start : start + len(chunk)] = chunk / np.where(norm > 0, norm, 1)
     return out

@@ -35,6 +35,7 @@ from index.calibrate import (
 from index.hierarchy import with_ancestors
 from index.kmeans import assign, clusters_for, kmeans, resolve_backend
 from index.knn import label_agreement, neighbour_rivals, neighbours
+from index.whiten import apply_whitening, fit_whitening
 from pipelines.formats import NOISE_CLASSES, NOISE_IMAGES
 
 Progress = Callable[[str, int, int], None]
@@ -61,6 +62,8 @@ class NoiseConfig:
     min_verified: int = 20  # fewer usable verified labels (or all right or all wrong): unsupervised
     label_scores: bool = True  # calibrate the labeller's own scores in as a third signal, when labels have them
     verified_candidates: bool = True  # calibrate on verified pairs that are not labels too (see `estimate_noise`)
+    whiten_dims: int = 256  # PCA-whiten embeddings to at most this many axes first (`index.whiten`); 0: off
+    whiten_shrink: float = 1.0  # ... dividing each axis by sqrt(variance + this x the mean variance)
     seed: int = 0
     backend: str = "auto"
 
@@ -357,7 +360,13 @@ def estimate_noise(
         raise ValueError(f"{x.shape[0]} embeddings for {labels.n_images} labelled images")
     timings: dict[str, float] = {}
     notes: list[str] = []
-    x = normalize_rows(x, inplace=inplace)
+    if config.whiten_dims:
+        whitening = fit_whitening(x, config.whiten_dims, seed=config.seed, shrink=config.whiten_shrink)
+        x = apply_whitening(x, whitening, inplace=inplace)
+        notes.append(f"embeddings whitened: {whitening.dims} principal axes of {whitening.mean.shape[0]} "
+                     f"(shrinkage {config.whiten_shrink:g})")
+    else:
+        x = normalize_rows(x, inplace=inplace)
     rows, classes = labels.pairs()
     n_classes = labels.n_classes
     if not len(rows):
@@ -398,7 +407,8 @@ def estimate_noise(
 
     clock = time.perf_counter()
     nbrs = neighbours(x, config.neighbours, exact_max=config.exact_knn_max, nprobe=config.nprobe,
-                      backend=config.backend, seed=config.seed, progress=progress)
+                      backend=config.backend, seed=config.seed, progress=progress,
+                      principal_axes=bool(config.whiten_dims))
     pair_rows, pair_classes = np.concatenate([rows, outside.row]), np.concatenate([classes, outside.class_id])
     agree_offsets, agree_values = labels.offsets, labels.values
     if parents is not None:
@@ -496,6 +506,7 @@ def estimate_noise(
         "classes": len(present),
         "verified_used": len(index),
         "verified_candidates_used": len(outside.row),
+        "embedding_dims": int(x.shape[1]),
         "label_scores_used": score_logit is not None,
         "hierarchy_used": parents is not None,
         "shared_name_labels_used": int(same_name.sum()) if same_name is not None else 0,

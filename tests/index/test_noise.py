@@ -331,3 +331,19 @@ def test_probe_distances_use_the_labels_centroids():
     assert np.array_equal(dist, plain[0])  # probes do not move the labels' distances
     assert probe[0] > 3 and probe[1] > 3 and np.isnan(probe[2])  # far from the other class; class 2 has no labels
     assert abs(probe[0] - np.linalg.norm(x[0] - x[10:].mean(0))) < 0.5
+
+
+def test_embeddings_are_whitened_first_unless_turned_off(small_set):
+    whitened = estimate_noise(small_set.embeddings, small_set.labels, small_set.verified, CPU)
+    raw = estimate_noise(small_set.embeddings, small_set.labels, small_set.verified,
+                         dataclasses.replace(CPU, whiten_dims=0))
+    assert any(note.startswith("embeddings whitened: 64 principal axes of 64") for note in whitened.notes)
+    assert not any("whitened" in note for note in raw.notes)
+    assert whitened.stats["embedding_dims"] == 64 and raw.stats["embedding_dims"] == 64
+    narrow = estimate_noise(small_set.embeddings, small_set.labels, small_set.verified,
+                            dataclasses.replace(CPU, whiten_dims=16))
+    assert narrow.stats["embedding_dims"] == 16
+    for result in (whitened, raw, narrow):
+        quality = evaluate(small_set, result.classes, result.images)
+        assert quality["mae"] < 0.04 and quality["auroc"] > 0.97, quality
+    assert not np.array_equal(whitened.images.column("p_noisy").to_numpy(), raw.images.column("p_noisy").to_numpy())
