@@ -27,10 +27,10 @@ from index.noise import NoiseConfig, estimate_noise, normalize_rows  # noqa: E40
 from index.testdata import NoisySet, auroc, digits, evaluate, gaussian_classes  # noqa: E402
 
 
-def run_webjft(noisy: NoisySet, supervised: bool) -> dict:
+def run_webjft(noisy: NoisySet, supervised: bool, whiten_dims: int = NoiseConfig.whiten_dims) -> dict:
     start = time.perf_counter()
     result = estimate_noise(noisy.embeddings, noisy.labels, noisy.verified if supervised else None,
-                            NoiseConfig(backend="faiss-cpu", seed=noisy.seed))
+                            NoiseConfig(backend="faiss-cpu", seed=noisy.seed, whiten_dims=whiten_dims))
     seconds = time.perf_counter() - start
     return {**evaluate(noisy, result.classes, result.images), "seconds": seconds}
 
@@ -61,6 +61,9 @@ def run_cleanlab(noisy: NoisySet) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--whiten-dims", type=int, default=NoiseConfig.whiten_dims,
+                        help="webjft's NoiseConfig.whiten_dims (0: no whitening)")
+    parser.add_argument("--no-cleanlab", action="store_true")
     args = parser.parse_args()
     sets = {
         "gaussian 40 classes, 8k images, 600 verified": lambda seed: gaussian_classes(seed),
@@ -74,9 +77,11 @@ def main() -> None:
     for name, make in sets.items():
         for seed in args.seeds:
             noisy = make(seed)
-            for method, run in (("webjft calibrated", lambda n: run_webjft(n, True)),
-                                ("webjft unsupervised", lambda n: run_webjft(n, False)),
-                                ("cleanlab (CV logistic)", run_cleanlab)):
+            methods = [("webjft calibrated", lambda n: run_webjft(n, True, args.whiten_dims)),
+                       ("webjft unsupervised", lambda n: run_webjft(n, False, args.whiten_dims))]
+            if not args.no_cleanlab:
+                methods.append(("cleanlab (CV logistic)", run_cleanlab))
+            for method, run in methods:
                 got = run(noisy)
                 summary.setdefault((name, method), []).append((got["mae"], got["auroc"]))
                 coverage = "–" if np.isnan(got["coverage"]) else f"{got['coverage']:.2f}"

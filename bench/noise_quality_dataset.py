@@ -56,6 +56,7 @@ TUNING_SEEDS = range(10)
 REPORTING_SEED = 1001
 EMBEDDINGS_KINDS = ("vit", "pixels")
 PIXEL_SIDE = 16
+CONFIG: dict = {}  # NoiseConfig settings from the command line (--whiten-dims)
 MIN_IMAGES = 50
 MIN_IMAGES_SMALL = 20  # a second MAE column: classes with >= 20 labels
 
@@ -143,7 +144,7 @@ def targeted_audit(case: Case, kind: str, size: int) -> str:
     """The `size` labels `webjft noise DATASET --audit-sample SIZE` chooses (beside the crawl's verified
     sample), checked against truth, as work/seed-S/targeted-KIND-SIZE.parquet."""
     run = noise_for_dataset(case.dataset, embeddings=_pixels(case) if kind == "pixels" else None,
-                            audit_size=size, config=NoiseConfig(backend="faiss-cpu"))
+                            audit_size=size, config=NoiseConfig(backend="faiss-cpu", **CONFIG))
     sample = pq.read_table(run.audit, columns=["image_id", "class_key"])
     keys = pq.read_table(join(case.dataset, "classes.parquet"), columns=["key"]).column("key")
     class_id = pc.index_in(sample.column("class_key"), value_set=keys).cast(pa.int32())
@@ -173,7 +174,7 @@ def run_webjft(case: Case, kind: str, verified: str | list[str] | None, label_sc
     start = time.perf_counter()
     run = noise_for_dataset(case.dataset, embeddings=embeddings, use_verified=verified is not None,
                             verified=None if verified == "crawl" else verified,
-                            config=NoiseConfig(backend="faiss-cpu", label_scores=label_scores))
+                            config=NoiseConfig(backend="faiss-cpu", label_scores=label_scores, **CONFIG))
     seconds = time.perf_counter() - start
     images = run.result.images
     wrong = label_truth(images, case.crawl)
@@ -260,11 +261,14 @@ def main() -> None:
     parser.add_argument("--preset", default="demo")
     parser.add_argument("--embeddings", nargs="+", default=list(EMBEDDINGS_KINDS), choices=EMBEDDINGS_KINDS)
     parser.add_argument("--no-cleanlab", action="store_true")
+    parser.add_argument("--whiten-dims", type=int, default=NoiseConfig.whiten_dims,
+                        help="webjft's NoiseConfig.whiten_dims (0: no whitening)")
     parser.add_argument("--audit-sizes", type=int, nargs="*", default=[],
                         help="also calibrate on uniform audits of these many kept labels (nested, per seed)")
     parser.add_argument("--targeted-sizes", type=int, nargs="*", default=[],
                         help="also add this many labels to the crawl's sample, uniform vs --audit-sample's choice")
     args = parser.parse_args()
+    CONFIG["whiten_dims"] = args.whiten_dims
     print("| seed | embedding | method | labels | true noise | classes >= 50 | MAE | MAE classes >= 20 | coverage | "
           "AUROC all labels | AUROC classes >= 50 | time |")
     print("| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
