@@ -75,6 +75,8 @@ def noise(
                                            "device (nvJPEG on the GPU) or auto (device on CUDA).")] = "auto",
     backend: Annotated[str, typer.Option(help=f"k-means backend: {', '.join(BACKENDS)}.")] = "auto",
     neighbours: Annotated[int, typer.Option(help="Neighbours per image for the label-agreement signal.")] = 15,
+    whiten_dims: Annotated[int, typer.Option(help="PCA-whiten the embeddings to at most this many principal axes "
+                                                  "before any distance is taken (0: off).", min=0)] = 256,
     seed: Annotated[int, typer.Option(help="Seed of k-means sampling and random model weights.")] = 0,
     top: Annotated[int, typer.Option(help="Worst classes to list.")] = 10,
     audit_sample: Annotated[int, typer.Option(help="Also write audit-sample.parquet: this many labels to verify "
@@ -106,7 +108,8 @@ def noise(
         fail(f"--decode-on must be one of {', '.join(DECODE_ON)}, not {decode_on!r}")
     console = Console(soft_wrap=True)
     with one_line_errors():
-        config = NoiseConfig(neighbours=neighbours, seed=seed, backend=backend, label_scores=label_scores)
+        config = NoiseConfig(neighbours=neighbours, seed=seed, backend=backend, label_scores=label_scores,
+                             whiten_dims=whiten_dims)
         with _progress() as progress:
             if labels is not None:
                 run = noise_for_labels(labels, embeddings, out, verified=None if no_verified else verified,

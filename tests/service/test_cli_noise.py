@@ -58,6 +58,12 @@ def test_labels_mode_writes_tables_figure_and_report(labelled, tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert report["method"] == "calibrated" and len(report["curve"]["estimated"]) == 10
     assert not report["stats"]["label_scores_used"] and not report["stats"]["hierarchy_used"]
+    assert any(note.startswith("embeddings whitened") for note in report["notes"])
+    raw = runner.invoke(app, ["noise", "--labels", str(labels), "--embeddings", str(embeddings), "--verified",
+                              str(verified), "--out", str(tmp_path / "raw"), "--backend", "faiss-cpu",
+                              "--whiten-dims", "0"])
+    assert raw.exit_code == 0, raw.output
+    assert not any("whitened" in note for note in json.loads((tmp_path / "raw" / "report.json").read_text())["notes"])
 
 
 def test_labels_mode_uses_a_scores_column(labelled, tmp_path):
