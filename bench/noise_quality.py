@@ -5,9 +5,9 @@ small verified sample (index.testdata). Per set and seed: per-class noise-rate M
 labels, AUROC of the per-label noise score for wrong labels, interval coverage, wall time.
 
 cleanlab gets out-of-sample predicted probabilities from 5-fold cross-validated logistic regression on the
-same (centred, L2-normalised) embeddings; its class noise rate is 1 - P(true = c | label = c) from the
-inverse noise matrix, its label score 1 - self-confidence. cleanlab is AGPL: benchmark-only, never imported
-by webjft itself.
+same features webjft uses (whitened as `index.whiten` does, L2-normalised); its class noise rate is
+1 - P(true = c | label = c) from the inverse noise matrix, its label score 1 - self-confidence. cleanlab is
+AGPL: benchmark-only, never imported by webjft itself.
 
     .venv/bin/python bench/noise_quality.py --seeds 0 1 2 > /tmp/noise_quality.md
 """
@@ -25,6 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from index.noise import NoiseConfig, estimate_noise, normalize_rows  # noqa: E402
 from index.testdata import NoisySet, auroc, digits, evaluate, gaussian_classes  # noqa: E402
+from index.whiten import apply_whitening, fit_whitening  # noqa: E402
 
 
 def run_webjft(noisy: NoisySet, supervised: bool, whiten_dims: int = NoiseConfig.whiten_dims) -> dict:
@@ -35,14 +36,16 @@ def run_webjft(noisy: NoisySet, supervised: bool, whiten_dims: int = NoiseConfig
     return {**evaluate(noisy, result.classes, result.images), "seconds": seconds}
 
 
-def run_cleanlab(noisy: NoisySet) -> dict:
+def run_cleanlab(noisy: NoisySet, whiten_dims: int = NoiseConfig.whiten_dims) -> dict:
     from cleanlab.count import estimate_py_and_noise_matrices_from_probabilities
     from cleanlab.rank import get_label_quality_scores
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import cross_val_predict
 
     start = time.perf_counter()
-    x = normalize_rows(noisy.embeddings)
+    x = noisy.embeddings  # the features webjft sees: whitened unless --whiten-dims 0
+    x = apply_whitening(x, fit_whitening(x, whiten_dims, shrink=NoiseConfig.whiten_shrink)) if whiten_dims else \
+        normalize_rows(x)
     labels = noisy.labels.values.astype(np.int64)
     model = LogisticRegression(max_iter=2000, C=10.0)
     probs = cross_val_predict(model, x, labels, cv=5, method="predict_proba")
@@ -80,7 +83,7 @@ def main() -> None:
             methods = [("webjft calibrated", lambda n: run_webjft(n, True, args.whiten_dims)),
                        ("webjft unsupervised", lambda n: run_webjft(n, False, args.whiten_dims))]
             if not args.no_cleanlab:
-                methods.append(("cleanlab (CV logistic)", run_cleanlab))
+                methods.append(("cleanlab (CV logistic)", lambda n: run_cleanlab(n, args.whiten_dims)))
             for method, run in methods:
                 got = run(noisy)
                 summary.setdefault((name, method), []).append((got["mae"], got["auroc"]))

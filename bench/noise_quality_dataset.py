@@ -16,7 +16,7 @@ for the wrong labels over all labels and over the labels of those classes.
 
 cleanlab (benchmark-only, AGPL) on the same embeddings and labels. The data are multi-label, so it runs the
 way cleanlab treats multi-label data (each class on its own, one-vs-rest), for the classes with >= 50 labels:
-5-fold cross-validated binary logistic regression "has class c" on the centred, L2-normalised embeddings;
+5-fold cross-validated binary logistic regression "has class c" on the features webjft uses (whitened, L2-normalised);
 the class noise rate is P(true = not c | labelled c) from the binary inverse noise matrix
 (`estimate_py_and_noise_matrices_from_probabilities`), a label's score 1 - self-confidence. Its AUROC covers
 the labels of those classes only, so compare it with webjft's AUROC on the same labels.
@@ -48,6 +48,7 @@ from index.noise import NoiseConfig, normalize_rows  # noqa: E402
 from index.run import NOISE_DIR, default_verified, noise_for_dataset  # noqa: E402
 from index.tables import EMBEDDINGS, read_embeddings  # noqa: E402
 from index.testdata import auroc, score_estimates  # noqa: E402
+from index.whiten import apply_whitening, fit_whitening  # noqa: E402
 from pipelines.build import BuildConfig, build  # noqa: E402
 from pipelines.formats import exists, join, list_files, read_manifest, read_truth  # noqa: E402
 from pipelines.synthetic import generate_crawl, preset  # noqa: E402
@@ -215,6 +216,15 @@ def embeddings_of(case: Case, kind: str) -> tuple[pa.Array, np.ndarray]:
     return read_embeddings(list_files(join(case.dataset, NOISE_DIR, "embeddings")))
 
 
+def webjft_features(x: np.ndarray) -> np.ndarray:
+    """The vectors as webjft's estimator sees them (whitened unless --whiten-dims 0), so that cleanlab gets the
+    same features."""
+    dims = CONFIG.get("whiten_dims", NoiseConfig.whiten_dims)
+    if not dims:
+        return normalize_rows(x)
+    return apply_whitening(x, fit_whitening(x, dims, shrink=NoiseConfig.whiten_shrink))
+
+
 def run_cleanlab(case: Case, kind: str, folds: int = 5) -> dict:
     """Confident learning per class (one-vs-rest) on the same embeddings and kept labels; see module doc."""
     from cleanlab.count import estimate_py_and_noise_matrices_from_probabilities
@@ -226,7 +236,7 @@ def run_cleanlab(case: Case, kind: str, folds: int = 5) -> dict:
     wrong = label_truth(images, case.crawl)
     start = time.perf_counter()
     ids, x = embeddings_of(case, kind)
-    x = normalize_rows(x)
+    x = webjft_features(x)
     row = pc.index_in(images.column("image_id"), value_set=ids).to_numpy()
     label_class = images.column("class_id").to_numpy()
     n_per_class = np.bincount(label_class)

@@ -446,7 +446,8 @@ def estimate_noise(
         features, pair_score, same_name = features[:n_labels], _head(pair_score, n_labels), _head(same_name, n_labels)
         p = model.predict(features, classes)
         rates = class_rates_supervised(model, features, classes, n_classes, p)
-        per_class_verified = np.bincount(pair_classes[fit_rows], minlength=n_classes)
+        # Verified labels only: pairs not kept mostly score ~0 and are wrong as predicted, which pins no offset.
+        per_class_verified = np.bincount(classes[index], minlength=n_classes)
         method_of = np.where(per_class_verified >= config.class_verified_min, SUPERVISED, SUPERVISED_GLOBAL)
         method = SUPERVISED
         weight = dict(zip(names, model.w, strict=True))
