@@ -234,16 +234,19 @@ def bucket_edges(z: np.ndarray, buckets: int) -> np.ndarray:
 def design(
     z: np.ndarray, agree_logit: np.ndarray, edges: np.ndarray, score_logit: np.ndarray | None = None,
     same_name: np.ndarray | None = None, rival_logit: np.ndarray | None = None, label: np.ndarray | None = None,
+    class_same_name: np.ndarray | None = None,
 ) -> tuple[np.ndarray, list[str]]:
     """Model inputs per (image, class) pair and their names: intercept, one indicator per distance bucket but
     the first, kNN agreement, and when known the labeller's own log-odds that the pair is right, whether
     another label of the image has the same name, how many neighbours carry the strongest unrelated class,
-    and whether the pair is a label (verified candidates the labeller did not keep are not)."""
+    whether the pair is a label (verified candidates the labeller did not keep are not), and the share of
+    its class's labels that share their name (a class that lives on one ambiguous word)."""
     bucket = np.searchsorted(edges, z, side="right")
     onehot = np.zeros((len(z), len(edges)), dtype=np.float64)
     above = bucket > 0
     onehot[np.flatnonzero(above), bucket[above] - 1] = 1.0
-    optional = {"score": score_logit, "same_name": same_name, "rivals": rival_logit, "label": label}
+    optional = {"score": score_logit, "same_name": same_name, "rivals": rival_logit, "label": label,
+                "class_same_name": class_same_name}
     names = ["intercept", *(f"bucket_{b + 1}" for b in range(len(edges))), "agreement"]
     names += [name for name, column in optional.items() if column is not None]
     columns = [column for column in optional.values() if column is not None]
@@ -360,6 +363,7 @@ def estimate_noise(
         raise ValueError(f"{x.shape[0]} embeddings for {labels.n_images} labelled images")
     timings: dict[str, float] = {}
     notes: list[str] = []
+    weight: dict[str, float] = {}
     if config.whiten_dims:
         whitening = fit_whitening(x, config.whiten_dims, seed=config.seed, shrink=config.whiten_shrink)
         x = apply_whitening(x, whitening, inplace=inplace)
@@ -435,8 +439,12 @@ def estimate_noise(
     if score_logit is not None:
         pair_score = np.concatenate([score_logit, _logit(outside.score) if len(outside.row) else []])
     is_label = np.concatenate([np.ones(n_labels), np.zeros(len(outside.row))]) if len(outside.row) else None
+    class_same_name = None
+    if same_name is not None:  # per class: the share of its labels that share their name
+        class_same_name = (np.bincount(classes, same_name[:n_labels], n_classes) / np.maximum(n_per_class, 1))
+        class_same_name = class_same_name[pair_classes]
     features, names = design(np.concatenate([z, outside_z]), agree_logit, edges, pair_score, same_name,
-                             rival_logit, is_label)
+                             rival_logit, is_label, class_same_name)
     fit_rows = np.concatenate([index, n_labels + np.arange(len(outside.row))])
     fit_wrong = np.concatenate([wrong, outside.wrong]).astype(bool)
     supervised = len(index) >= config.min_verified and 0 < wrong.sum() < len(wrong)
@@ -511,6 +519,7 @@ def estimate_noise(
         "label_scores_used": score_logit is not None,
         "hierarchy_used": parents is not None,
         "shared_name_labels_used": int(same_name.sum()) if same_name is not None else 0,
+        "model_weights": {name: round(float(value), 4) for name, value in weight.items()},
         "backend": resolve_backend(config.backend),
         "config": asdict(config),
         **{name: round(value, 3) for name, value in timings.items()},

@@ -241,6 +241,9 @@ def test_shared_names_help_where_two_readings_of_a_word_label_one_image():
     named = estimate_noise(x, labels, verified, CPU, class_space=ClassSpace(names=names))
     assert plain.stats["shared_name_labels_used"] == 0
     assert named.stats["shared_name_labels_used"] == 2 * int((labels.values >= 64).sum())
+    # The class-level share of such labels is an input of its own (a class that lives on one ambiguous word).
+    assert {"same_name", "class_same_name"} <= named.stats["model_weights"].keys()
+    assert "class_same_name" not in plain.stats["model_weights"] and "agreement" in plain.stats["model_weights"]
     assert any("share their name" in note for note in named.notes)
     p_named, p_plain = (r.images.column("p_noisy").to_numpy() for r in (named, plain))
     with_names = score_estimates(named.classes, labels.values, p_named, wrong, min_images=5)
