@@ -23,7 +23,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from index.noise import NoiseConfig, estimate_noise, normalize_rows  # noqa: E402
+from index.noise import NoiseConfig, estimate_noise  # noqa: E402
+from index.signals import normalize_rows  # noqa: E402
 from index.testdata import NoisySet, auroc, digits, evaluate, gaussian_classes  # noqa: E402
 from index.whiten import apply_whitening, fit_whitening  # noqa: E402
 

@@ -44,8 +44,9 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from index.noise import NoiseConfig, normalize_rows  # noqa: E402
+from index.noise import NoiseConfig  # noqa: E402
 from index.run import NOISE_DIR, default_verified, noise_for_dataset  # noqa: E402
+from index.signals import normalize_rows  # noqa: E402
 from index.tables import EMBEDDINGS, read_embeddings  # noqa: E402
 from index.testdata import auroc, score_estimates  # noqa: E402
 from index.whiten import apply_whitening, fit_whitening  # noqa: E402

@@ -19,8 +19,8 @@ from index.noise import (
     NoiseConfig,
     Verified,
     estimate_noise,
-    normalize_rows,
 )
+from index.signals import normalize_rows
 from index.testdata import auroc, digits, evaluate, gaussian_classes, score_estimates
 from pipelines.formats import NOISE_CLASSES, NOISE_IMAGES
 
@@ -224,17 +224,6 @@ def _twin_readings(seed: int, n_classes: int = 64, share: float = 0.2, n_verifie
     return x, labels, Verified(rows[pick], labelled[pick], ~wrong[pick]), wrong, names
 
 
-def test_shares_name_ignores_case_and_spaces_and_needs_the_same_image():
-    from index.noise import shares_name
-
-    names = pa.array(["Crane", "crane ", "heron"])
-    rows = np.array([0, 0, 0, 1, 2])
-    classes = np.array([0, 1, 2, 0, 1])
-    assert shares_name(rows, classes, names).tolist() == [True, True, False, False, False]
-    assert shares_name(rows, classes, pa.chunked_array([names[:1], names[1:]])).tolist() == [True, True, False,
-                                                                                              False, False]
-
-
 def test_shared_names_help_where_two_readings_of_a_word_label_one_image():
     x, labels, verified, wrong, names = _twin_readings(seed=1)
     plain = estimate_noise(x, labels, verified, CPU)
@@ -318,22 +307,6 @@ def test_candidates_need_scores_when_labels_have_them_and_a_class_with_labels():
     result = estimate_noise(noisy.embeddings, beyond, stray, CPU)
     assert result.stats["verified_candidates_used"] == outside
     assert any("neither labels of this set nor usable" in note for note in result.notes)
-
-
-def test_probe_distances_use_the_labels_centroids():
-    from index.noise import class_distances
-
-    rng = np.random.default_rng(0)
-    x = np.concatenate([rng.normal(0, 0.1, (10, 4)) + 1, rng.normal(0, 0.1, (200, 4)) - 1]).astype(np.float32)
-    rows = np.arange(210)
-    classes = np.array([0] * 10 + [1] * 200, dtype=np.int32)
-    config = NoiseConfig(backend="faiss-cpu", points_per_centroid=50)
-    plain = class_distances(x, rows, classes, 3, config)
-    dist, _, _, probe = class_distances(x, rows, classes, 3, config, probe_rows=np.array([0, 15, 5]),
-                                        probe_classes=np.array([1, 0, 2]))
-    assert np.array_equal(dist, plain[0])  # probes do not move the labels' distances
-    assert probe[0] > 3 and probe[1] > 3 and np.isnan(probe[2])  # far from the other class; class 2 has no labels
-    assert abs(probe[0] - np.linalg.norm(x[0] - x[10:].mean(0))) < 0.5
 
 
 def test_embeddings_are_whitened_first_unless_turned_off(small_set):
