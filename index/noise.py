@@ -195,6 +195,42 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(clipped / (1 - clipped))
 
 
+def _prepare(x: np.ndarray, config: NoiseConfig, inplace: bool, notes: list[str]) -> np.ndarray:
+    """The embeddings as every distance will see them: whitened (`index.whiten`) or centred, L2-normalised."""
+    if not config.whiten_dims:
+        return normalize_rows(x, inplace=inplace)
+    whitening = fit_whitening(x, config.whiten_dims, seed=config.seed, shrink=config.whiten_shrink)
+    notes.append(f"embeddings whitened: {whitening.dims} principal axes of {whitening.mean.shape[0]} "
+                 f"(shrinkage {config.whiten_shrink:g})")
+    return apply_whitening(x, whitening, inplace=inplace)
+
+
+def _split_verified(
+    verified: Verified | None, rows: np.ndarray, classes: np.ndarray, n_per_class: np.ndarray, config: NoiseConfig,
+    *, need_scores: bool, notes: list[str],
+) -> tuple[np.ndarray, np.ndarray, Candidates]:
+    """The verified labels (index into the labels, wrong flags) and the verified pairs that are not labels
+    but can calibrate too (`verified_candidates`; with `need_scores`, only those that have a score)."""
+    index = wrong = np.zeros(0, dtype=np.int64)
+    outside = Candidates(np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0, bool), None)
+    if verified is None:
+        return index, wrong, outside
+    n_classes = len(n_per_class)
+    index, wrong, hit = match_verified(verified, rows, classes, n_classes)
+    if config.verified_candidates:
+        outside = verified_candidates(verified, hit, n_per_class, n_classes)
+        scored = np.isfinite(outside.score) if outside.score is not None else np.zeros(len(outside.row), bool)
+        if need_scores and not scored.all():
+            notes.append(f"{int((~scored).sum()):,} verified pairs are not labels and have no scores (a "
+                         "dataset's verified.parquet has them): not used")
+            outside = outside.take(scored)
+    unused = len(verified.row) - len(index) - len(outside.row)
+    if unused:
+        notes.append(f"{unused:,} verified rows are neither labels of this set nor usable candidates (of a "
+                     "class with labels) and were not used")
+    return index, wrong, outside
+
+
 def estimate_noise(
     x: np.ndarray,
     labels: Labels,
@@ -225,13 +261,7 @@ def estimate_noise(
     timings: dict[str, float] = {}
     notes: list[str] = []
     weight: dict[str, float] = {}
-    if config.whiten_dims:
-        whitening = fit_whitening(x, config.whiten_dims, seed=config.seed, shrink=config.whiten_shrink)
-        x = apply_whitening(x, whitening, inplace=inplace)
-        notes.append(f"embeddings whitened: {whitening.dims} principal axes of {whitening.mean.shape[0]} "
-                     f"(shrinkage {config.whiten_shrink:g})")
-    else:
-        x = normalize_rows(x, inplace=inplace)
+    x = _prepare(x, config, inplace, notes)
     rows, classes = labels.pairs()
     n_classes = labels.n_classes
     if not len(rows):
@@ -244,21 +274,8 @@ def estimate_noise(
         if np.ptp(score_logit) == 0:
             notes.append("every label has the same score: the scores carry no signal and are not used")
             score_logit = None
-    index = wrong = np.zeros(0, dtype=np.int64)
-    outside = Candidates(np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0, bool), None)
-    if verified is not None:
-        index, wrong, hit = match_verified(verified, rows, classes, n_classes)
-        if config.verified_candidates:
-            outside = verified_candidates(verified, hit, n_per_class, n_classes)
-            scored = np.isfinite(outside.score) if outside.score is not None else np.zeros(len(outside.row), bool)
-            if score_logit is not None and not scored.all():
-                notes.append(f"{int((~scored).sum()):,} verified pairs are not labels and have no scores (a "
-                             "dataset's verified.parquet has them): not used")
-                outside = outside.take(scored)
-        unused = len(verified.row) - len(index) - len(outside.row)
-        if unused:
-            notes.append(f"{unused:,} verified rows are neither labels of this set nor usable candidates (of a "
-                         "class with labels) and were not used")
+    index, wrong, outside = _split_verified(verified, rows, classes, n_per_class, config,
+                                            need_scores=score_logit is not None, notes=notes)
 
     clock = time.perf_counter()
     dist, _, median, outside_dist = class_distances(x, rows, classes, n_classes, config, progress,
