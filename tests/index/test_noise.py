@@ -7,6 +7,7 @@ import dataclasses
 import numpy as np
 import pyarrow as pa
 import pytest
+import torch
 
 from index.calibrate import fit_logistic, fit_mixture, sigmoid
 from index.figure import curve_lines, curve_png
@@ -323,3 +324,17 @@ def test_embeddings_are_whitened_first_unless_turned_off(small_set):
         quality = evaluate(small_set, result.classes, result.images)
         assert quality["mae"] < 0.04 and quality["auroc"] > 0.97, quality
     assert not np.array_equal(whitened.images.column("p_noisy").to_numpy(), raw.images.column("p_noisy").to_numpy())
+
+
+@pytest.mark.parametrize("backend", ["torch-cpu", pytest.param("torch-cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device (run on a lent GPU machine)"))])
+def test_whitened_in_place_embeddings_run_on_the_torch_backends(small_set, backend):
+    """Whitening in place leaves a strided view of the caller's matrix; every backend must take it."""
+    config = dataclasses.replace(CPU, whiten_dims=16)
+    reference = estimate_noise(small_set.embeddings, small_set.labels, small_set.verified, config)
+    x = small_set.embeddings.copy()
+    result = estimate_noise(x, small_set.labels, small_set.verified, dataclasses.replace(config, backend=backend),
+                            inplace=True)
+    assert result.stats["backend"] == backend and result.stats["embedding_dims"] == 16
+    p, q = (r.images.column("p_noisy").to_numpy() for r in (result, reference))
+    assert np.corrcoef(p, q)[0, 1] > 0.99 and np.abs(p - q).mean() < 0.01
