@@ -89,6 +89,26 @@ def test_labels_mode_without_verified_is_unsupervised_and_says_so(labelled, tmp_
     assert "unsupervised" in result.output
 
 
+def test_labels_mode_takes_both_verified_formats_and_the_pairs_that_are_not_labels(labelled, tmp_path):
+    """A crawl-format sample beside a dataset-format one (class ids and scores): pairs that are not labels of
+    the set calibrate too; with no label scores in play, their own scores are not needed."""
+    labels, embeddings, verified = labelled
+    ids = pq.read_table(labels).column("image_id")
+    lists = pq.read_table(labels).column("labels").to_pylist()
+    pairs = pa.table({"image_id": ids.take(pa.array(range(0, 300, 3))),
+                      "class_id": pa.array([(lists[i][0] + 1) % 10 for i in range(0, 300, 3)], pa.int32()),
+                      "correct": pa.array([False] * 100), "score": pa.array([0.1] * 100, pa.float32())})
+    pq.write_table(pairs, tmp_path / "dataset-verified.parquet")
+    out = tmp_path / "noise"
+    result = runner.invoke(app, ["noise", "--labels", str(labels), "--embeddings", str(embeddings), "--verified",
+                                 str(verified), "--verified", str(tmp_path / "dataset-verified.parquet"), "--out",
+                                 str(out), "--backend", "faiss-cpu"])
+    assert result.exit_code == 0, result.output
+    stats = json.loads((out / "report.json").read_text())["stats"]
+    assert stats["verified_used"] == 200 and stats["verified_candidates_used"] == 100
+    assert "label" in stats["model_weights"]
+
+
 def test_audit_sample_is_written_and_comes_back_as_a_second_verified_file(labelled, tmp_path):
     labels, embeddings, verified = labelled
     out = tmp_path / "noise"
