@@ -22,6 +22,7 @@ import torch
 
 from index.hierarchy import gather_csr, relation
 from index.kmeans import kmeans, resolve_backend
+from index.signals import normalize_rows
 
 Progress = Callable[[str, int, int], None]
 
@@ -106,14 +107,7 @@ def _project(x: np.ndarray, dim: int, seed: int, chunk_rows: int) -> np.ndarray:
 
 def _first_columns(x: np.ndarray, dim: int, chunk_rows: int) -> np.ndarray:
     """The first `dim` columns of every row, re-normalised."""
-    if x.shape[1] <= dim:
-        return x
-    out = np.empty((x.shape[0], dim), dtype=np.float32)
-    for start in range(0, x.shape[0], chunk_rows):
-        chunk = np.asarray(x[start : start + chunk_rows, :dim], dtype=np.float32)
-        norm = np.linalg.norm(chunk, axis=1, keepdims=True)
-        out[start : start + len(chunk)] = chunk / np.where(norm > 0, norm, 1)
-    return out
+    return x if x.shape[1] <= dim else normalize_rows(x[:, :dim], center=False, chunk_rows=chunk_rows)
 
 
 def _ivf(x: np.ndarray, nprobe: int, backend: str, seed: int, chunk_rows: int) -> faiss.Index:
