@@ -280,11 +280,10 @@ def estimate_noise(
     clock = time.perf_counter()
     dist, _, median, outside_dist = class_distances(x, rows, classes, n_classes, config, progress,
                                                     outside.row, outside.class_id)
-    z = normalised_distance(dist, classes, median, n_per_class, config.scale_prior)
     finite = np.isfinite(dist)
     global_median = float(np.median(dist[finite])) if finite.any() else 1.0
-    outside_z = normalised_distance(outside_dist, outside.class_id, median, n_per_class, config.scale_prior,
-                                    global_median)
+    z, outside_z = (normalised_distance(d, c, median, n_per_class, config.scale_prior, global_median)
+                    for d, c in ((dist, classes), (outside_dist, outside.class_id)))
     timings["class_kmeans_s"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
@@ -329,7 +328,7 @@ def estimate_noise(
     if supervised:
         sds = (config.class_prior_sd,) if config.class_prior_sd else (0.25, 0.5, 1.0, 2.0, 3.0, 4.0)
         model = fit_logistic_eb(features[fit_rows], fit_wrong, pair_classes[fit_rows], n_classes, sds)
-        features, pair_score, same_name = features[:n_labels], _head(pair_score, n_labels), _head(same_name, n_labels)
+        features, same_name = features[:n_labels], _head(same_name, n_labels)
         p = model.predict(features, classes)
         rates = class_rates_supervised(model, features, classes, n_classes, p)
         # Verified labels only: pairs not kept mostly score ~0 and are wrong as predicted, which pins no offset.
@@ -350,7 +349,6 @@ def estimate_noise(
                          f"(readings of one ambiguous word): a signal of its own (fitted weight "
                          f"{weight['same_name']:.2f})")
     else:
-        features, same_name = features[:n_labels], _head(same_name, n_labels)
         if verified is not None:
             notes.append(f"only {len(index):,} usable verified labels (need {config.min_verified}, right and "
                          "wrong ones): falling back to the unsupervised estimate")
