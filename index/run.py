@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from index.audit import audit_table, choose_audit
+from index.audit import MIN_LABELS, audit_table, choose_audit
 from index.embed import Embedder, ModelChoice, embed_shards
 from index.figure import write_curve_png
 from index.noise import ClassSpace, NoiseConfig, NoiseResult, Verified, estimate_noise
@@ -56,6 +56,7 @@ class NoiseRun:
     notes: list[str] = field(default_factory=list)
     stats: dict = field(default_factory=dict)
     audit: str | None = None  # the labels to verify next, when asked for
+    audit_min_labels: int | None = None  # ... drawn from classes with at least this many labels
 
 
 def _report(run: NoiseRun) -> bytes:
@@ -66,6 +67,7 @@ def _report(run: NoiseRun) -> bytes:
         "stats": {**run.result.stats, **run.stats},
         "curve": run.result.curve.to_dict(),
         "audit_sample": os.path.basename(run.audit) if run.audit else None,
+        "audit_min_labels": run.audit_min_labels,
     }
     return (json.dumps(body, indent=2, sort_keys=True, default=str) + "\n").encode()
 
@@ -105,10 +107,15 @@ def _keep_filled_audit(path: str) -> None:
                                            "pass it with --verified) before asking for a new sample")
 
 
-def _write_audit(run: NoiseRun, size: int, seed: int, keys: pa.Array, names: pa.Array | None,
+def _write_audit(run: NoiseRun, size: int, min_labels: int, seed: int, keys: pa.Array, names: pa.Array | None,
                  urls_of: Callable[[pa.Array], pa.Array] | None = None) -> None:
-    """`size` labels to verify next, as OUT/audit-sample.parquet (`index.audit`)."""
-    rows = choose_audit(run.result, size, seed)
+    """`size` labels to verify next, of classes with at least `min_labels` labels, as OUT/audit-sample.parquet
+    (`index.audit`)."""
+    rows = choose_audit(run.result, size, seed, min_labels)
+    run.audit_min_labels = min_labels
+    if len(rows) < size:
+        run.notes.append(f"audit sample: {len(rows):,} of the {size:,} labels asked for; classes with at least "
+                         f"{min_labels} labels have no more labels that are not verified yet")
     ids = run.result.images.column("image_id").take(pa.array(rows, pa.int64()))
     table = audit_table(run.result, rows, keys, names, urls_of(ids) if urls_of else None)
     path = join(run.out, AUDIT_SAMPLE)
@@ -120,10 +127,11 @@ def _write_audit(run: NoiseRun, size: int, seed: int, keys: pa.Array, names: pa.
 def noise_for_labels(
     labels: str, embeddings: str, out: str, *, verified: str | Sequence[str] | None = None,
     taxonomy: str | None = None, config: NoiseConfig | None = None, progress: Progress | None = None,
-    audit_size: int = 0,
+    audit_size: int = 0, audit_min_labels: int = MIN_LABELS,
 ) -> NoiseRun:
     """Noise of a labelled set: LABELS (image_id, labels) and EMBEDDINGS (image_id, embedding) -> OUT; with
-    `audit_size`, also OUT/audit-sample.parquet: that many labels to verify next."""
+    `audit_size`, also OUT/audit-sample.parquet: that many labels to verify next, of classes with at least
+    `audit_min_labels` labels."""
     if audit_size:
         _keep_filled_audit(join(out, AUDIT_SAMPLE))
     keys = names = parents = None
@@ -145,7 +153,7 @@ def noise_for_labels(
     run = NoiseRun(result, out, files + [figure], figure, names, None, notes)
     if audit_size:
         class_keys = keys if keys is not None else pa.array([str(c) for c in range(n_classes)])
-        _write_audit(run, audit_size, config.seed if config else 0, class_keys, names)
+        _write_audit(run, audit_size, audit_min_labels, config.seed if config else 0, class_keys, names)
     atomic_write_bytes(join(out, REPORT), _report(run))
     run.files.append(join(out, REPORT))
     return run
@@ -181,14 +189,15 @@ def default_verified(dataset: str) -> str | None:
 
 def noise_for_dataset(
     dataset: str, *, embeddings: str | None = None, verified: str | Sequence[str] | None = None,
-    use_verified: bool = True, audit_size: int = 0,
+    use_verified: bool = True, audit_size: int = 0, audit_min_labels: int = MIN_LABELS,
     model: ModelChoice | None = None, device: str | None = None, batch_size: int = 256,
     workers: int | None = None, config: NoiseConfig | None = None, progress: Progress | None = None,
     decode_on: str = "auto",
     log: Callable[[str], None] | None = None,
 ) -> NoiseRun:
     """Noise of a built dataset, written to DATASET/noise/ and listed in its manifest (written last); with
-    `audit_size`, also noise/audit-sample.parquet: that many kept labels to verify next, with their URLs."""
+    `audit_size`, also noise/audit-sample.parquet: that many kept labels to verify next (of classes with at
+    least `audit_min_labels` labels), with their URLs."""
     dataset = os.fspath(dataset).rstrip("/")
     manifest = read_manifest(dataset)
     if audit_size:
@@ -229,8 +238,8 @@ def noise_for_dataset(
     run = NoiseRun(result, join(dataset, NOISE_DIR), [], figure, classes.column("name").combine_chunks(),
                    description, notes, stats)
     if audit_size:
-        _write_audit(run, audit_size, (config or NoiseConfig()).seed, classes.column("key").combine_chunks(),
-                     run.class_names, lambda ids: _urls(dataset, shards, ids))
+        _write_audit(run, audit_size, audit_min_labels, (config or NoiseConfig()).seed,
+                     classes.column("key").combine_chunks(), run.class_names, lambda ids: _urls(dataset, shards, ids))
         entries.append(file_entry(dataset, f"{NOISE_DIR}/{AUDIT_SAMPLE}"))
     atomic_write_bytes(join(dataset, NOISE_DIR, REPORT), _report(run))
     entries += [file_entry(dataset, f"{NOISE_DIR}/{FIGURE}"), file_entry(dataset, f"{NOISE_DIR}/{REPORT}")]

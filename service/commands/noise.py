@@ -82,6 +82,9 @@ def noise(
     audit_sample: Annotated[int, typer.Option(help="Also write audit-sample.parquet: this many labels to verify "
                                                    "next, chosen where the class estimates are least sure; fill "
                                                    "in `correct` and pass it back with --verified.")] = 0,
+    audit_min_labels: Annotated[int, typer.Option(help="With --audit-sample: draw only from classes with at least "
+                                                       "this many labels (smaller ones took much of the budget and "
+                                                       "stay rough anyway).", min=1)] = 20,
 ) -> None:
     """Estimate label noise per class and per image from visual embeddings (Sun et al. 2017, Fig. 2).
 
@@ -113,11 +116,13 @@ def noise(
         with _progress() as progress:
             if labels is not None:
                 run = noise_for_labels(labels, embeddings, out, verified=None if no_verified else verified,
-                                       taxonomy=taxonomy, config=config, progress=progress, audit_size=audit_sample)
+                                       taxonomy=taxonomy, config=config, progress=progress, audit_size=audit_sample,
+                                       audit_min_labels=audit_min_labels)
             else:
                 choice = None if embeddings is not None else choose_model(model, weights, seed)
                 run = noise_for_dataset(dataset, embeddings=embeddings, verified=verified or None,
-                                        use_verified=not no_verified, audit_size=audit_sample, model=choice,
+                                        use_verified=not no_verified, audit_size=audit_sample,
+                                        audit_min_labels=audit_min_labels, model=choice,
                                         device=device,
                                         batch_size=batch_size, workers=workers, config=config, progress=progress,
                                         decode_on=decode_on, log=lambda line: console.print(line, markup=False))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from index.audit import AUDIT, allocate, audit_table, choose_audit
+from index.audit import AUDIT, MIN_LABELS, allocate, audit_table, choose_audit
 from index.noise import NoiseConfig, Verified, estimate_noise
 from index.testdata import gaussian_classes, score_estimates
 
@@ -48,3 +48,22 @@ def test_audit_goes_where_intervals_are_wide_and_skips_verified_labels():
     after = score_estimates(again.classes, noisy.labels.values, again.images.column("p_noisy").to_numpy(), wrong)
     width_after = again.classes.column("noise_high").to_numpy() - again.classes.column("noise_low").to_numpy()
     assert width_after.mean() < width.mean() and after["mae"] <= before["mae"] + 0.002, (before, after)
+
+
+def test_classes_below_the_minimum_get_no_audit_labels_and_the_budget_can_run_out():
+    noisy = gaussian_classes(seed=5, n_classes=12, n_images=3000, n_verified=150)
+    result = estimate_noise(noisy.embeddings, noisy.labels, noisy.verified, CPU)
+    n = result.classes.column("n_images").to_numpy()
+    label_class = result.images.column("class_id").to_numpy()
+    floor = int(np.median(n))
+    rows = choose_audit(result, 300, seed=0, min_labels=floor)
+    assert len(rows) == 300
+    assert (n[label_class[rows]] >= floor).all()
+    # Asking for more than the large classes have left returns what there is, never a small class's label.
+    open_labels = np.ones(len(label_class), dtype=bool)
+    open_labels[result.verified_labels] = False
+    left = int((open_labels & (n[label_class] >= floor)).sum())
+    everything = choose_audit(result, len(label_class), seed=0, min_labels=floor)
+    assert len(everything) == left and (n[label_class[everything]] >= floor).all()
+    assert n.min() >= MIN_LABELS  # the default leaves every class of this set in
+    assert len(choose_audit(result, 300, seed=0)) == 300

@@ -10,8 +10,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
+import typer
 from typer.testing import CliRunner
 
+from index.audit import MIN_LABELS
 from index.testdata import gaussian_classes
 from pipelines.formats import read_manifest, validate_dataset
 from pipelines.synthetic import generate_crawl, preset
@@ -138,6 +140,20 @@ def test_audit_sample_is_written_and_comes_back_as_a_second_verified_file(labell
                                         str(tmp_path / "o")]), "correct")
     _one_line_error(runner.invoke(app, ["noise", "--labels", str(labels), "--embeddings", str(embeddings),
                                         "--out", str(tmp_path / "o"), "--audit-sample", "-1"]), "--audit-sample")
+
+
+def test_audit_sample_draws_only_from_classes_with_enough_labels(labelled, tmp_path):
+    labels, embeddings, verified = labelled
+    out = tmp_path / "noise"
+    result = runner.invoke(app, ["noise", "--labels", str(labels), "--embeddings", str(embeddings), "--verified",
+                                 str(verified), "--out", str(out), "--backend", "faiss-cpu", "--audit-sample", "50",
+                                 "--audit-min-labels", "1000000"])
+    assert result.exit_code == 0, result.output
+    assert "audit sample: 0 of the 50 labels asked for" in result.output
+    assert pq.read_table(out / "audit-sample.parquet").num_rows == 0
+    assert json.loads((out / "report.json").read_text())["audit_min_labels"] == 1000000
+    default = next(p for p in typer.main.get_command(app).commands["noise"].params if p.name == "audit_min_labels")
+    assert default.default == MIN_LABELS
 
 
 def test_labels_mode_with_a_taxonomy_uses_its_keys_hierarchy_and_names(labelled, tmp_path):
