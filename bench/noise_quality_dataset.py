@@ -44,6 +44,7 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from index.audit import MIN_LABELS  # noqa: E402
 from index.noise import NoiseConfig  # noqa: E402
 from index.run import NOISE_DIR, default_verified, noise_for_dataset  # noqa: E402
 from index.signals import normalize_rows  # noqa: E402
@@ -59,6 +60,7 @@ REPORTING_SEED = 1001
 EMBEDDINGS_KINDS = ("vit", "pixels")
 PIXEL_SIDE = 16
 CONFIG: dict = {}  # NoiseConfig settings from the command line (--whiten-dims)
+AUDIT_MIN_LABELS = [MIN_LABELS]  # --audit-min-labels
 MIN_IMAGES = 50
 MIN_IMAGES_SMALL = 20  # a second MAE column: classes with >= 20 labels
 
@@ -146,7 +148,8 @@ def targeted_audit(case: Case, kind: str, size: int) -> str:
     """The `size` labels `webjft noise DATASET --audit-sample SIZE` chooses (beside the crawl's verified
     sample), checked against truth, as work/seed-S/targeted-KIND-SIZE.parquet."""
     run = noise_for_dataset(case.dataset, embeddings=_pixels(case) if kind == "pixels" else None,
-                            audit_size=size, config=NoiseConfig(backend="faiss-cpu", **CONFIG))
+                            audit_size=size, audit_min_labels=AUDIT_MIN_LABELS[0],
+                            config=NoiseConfig(backend="faiss-cpu", **CONFIG))
     sample = pq.read_table(run.audit, columns=["image_id", "class_key"])
     keys = pq.read_table(join(case.dataset, "classes.parquet"), columns=["key"]).column("key")
     class_id = pc.index_in(sample.column("class_key"), value_set=keys).cast(pa.int32())
@@ -278,8 +281,11 @@ def main() -> None:
                         help="also calibrate on uniform audits of these many kept labels (nested, per seed)")
     parser.add_argument("--targeted-sizes", type=int, nargs="*", default=[],
                         help="also add this many labels to the crawl's sample, uniform vs --audit-sample's choice")
+    parser.add_argument("--audit-min-labels", type=int, default=MIN_LABELS,
+                        help="webjft noise --audit-min-labels for the --targeted-sizes rows")
     args = parser.parse_args()
     CONFIG["whiten_dims"] = args.whiten_dims
+    AUDIT_MIN_LABELS[0] = args.audit_min_labels
     print("| seed | embedding | method | labels | true noise | classes >= 50 | MAE | MAE classes >= 20 | coverage | "
           "AUROC all labels | AUROC classes >= 50 | time |")
     print("| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")

@@ -83,8 +83,9 @@ def noise(
                                                    "next, chosen where the class estimates are least sure; fill "
                                                    "in `correct` and pass it back with --verified.")] = 0,
     audit_min_labels: Annotated[int, typer.Option(help="With --audit-sample: draw only from classes with at least "
-                                                       "this many labels (smaller ones took much of the budget and "
-                                                       "stay rough anyway).", min=1)] = 20,
+                                                       "this many labels. Set it to the smallest class whose rate "
+                                                       "you need: the budget then goes where you will read it.",
+                                                  min=1)] = 20,
 ) -> None:
     """Estimate label noise per class and per image from visual embeddings (Sun et al. 2017, Fig. 2).
 
