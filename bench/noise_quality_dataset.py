@@ -60,7 +60,6 @@ REPORTING_SEED = 1001
 EMBEDDINGS_KINDS = ("vit", "pixels")
 PIXEL_SIDE = 16
 CONFIG: dict = {}  # NoiseConfig settings from the command line (--whiten-dims)
-AUDIT_MIN_LABELS = [MIN_LABELS]  # --audit-min-labels
 MIN_IMAGES = 50
 MIN_IMAGES_SMALL = 20  # a second MAE column: classes with >= 20 labels
 
@@ -144,11 +143,11 @@ def audit_sample(case: Case, size: int, seed: int) -> str:
     return path
 
 
-def targeted_audit(case: Case, kind: str, size: int) -> str:
-    """The `size` labels `webjft noise DATASET --audit-sample SIZE` chooses (beside the crawl's verified
-    sample), checked against truth, as work/seed-S/targeted-KIND-SIZE.parquet."""
+def targeted_audit(case: Case, kind: str, size: int, min_labels: int = MIN_LABELS) -> str:
+    """The `size` labels `webjft noise DATASET --audit-sample SIZE --audit-min-labels MIN_LABELS` chooses
+    (beside the crawl's verified sample), checked against truth, as work/seed-S/targeted-KIND-SIZE.parquet."""
     run = noise_for_dataset(case.dataset, embeddings=_pixels(case) if kind == "pixels" else None,
-                            audit_size=size, audit_min_labels=AUDIT_MIN_LABELS[0],
+                            audit_size=size, audit_min_labels=min_labels,
                             config=NoiseConfig(backend="faiss-cpu", **CONFIG))
     sample = pq.read_table(run.audit, columns=["image_id", "class_key"])
     keys = pq.read_table(join(case.dataset, "classes.parquet"), columns=["key"]).column("key")
@@ -285,7 +284,6 @@ def main() -> None:
                         help="webjft noise --audit-min-labels for the --targeted-sizes rows")
     args = parser.parse_args()
     CONFIG["whiten_dims"] = args.whiten_dims
-    AUDIT_MIN_LABELS[0] = args.audit_min_labels
     print("| seed | embedding | method | labels | true noise | classes >= 50 | MAE | MAE classes >= 20 | coverage | "
           "AUROC all labels | AUROC classes >= 50 | time |")
     print("| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
@@ -308,7 +306,7 @@ def main() -> None:
                 _row(seed, kind, f"webjft calibrated, crawl's sample + uniform {size}",
                      run_webjft(case, kind, [crawl_sample, audit_sample(case, size, seed)]))
                 _row(seed, kind, f"webjft calibrated, crawl's sample + --audit-sample {size}",
-                     run_webjft(case, kind, [crawl_sample, targeted_audit(case, kind, size)]))
+                     run_webjft(case, kind, [crawl_sample, targeted_audit(case, kind, size, args.audit_min_labels)]))
             _row(seed, kind, "webjft unsupervised", run_webjft(case, kind, None))
             if not args.no_cleanlab:
                 _row(seed, kind, "cleanlab (one-vs-rest, CV logistic)", run_cleanlab(case, kind))
