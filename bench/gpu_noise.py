@@ -43,7 +43,7 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _jpegs(n: int, size: int, seed: int = 0) -> list[bytes]:
+def jpegs(n: int, size: int, seed: int = 0) -> list[bytes]:
     """Distinct smooth-noise JPEGs, so decoding costs what real photos of that size cost."""
     rng = np.random.default_rng(seed)
     base = [rng.integers(0, 255, (size // 8, size // 8, 3), dtype=np.uint8) for _ in range(16)]
@@ -70,7 +70,7 @@ def bench_embedding(model: str, n_images: int, batch: int, workers: int, device:
             embedder.tower(random)
         _sync(device)
         raw = steps * batch / (time.perf_counter() - start)
-    contents = _jpegs(n_images, image_px)
+    contents = jpegs(n_images, image_px)
     result = {"model": model, "images": n_images, "batch": batch, "workers": workers, "jpeg_px": image_px,
               "raw_images_per_s": raw, "pipelines": []}
     for decode_on, threads in (("device", 1), ("device", 4)):  # decoding alone, no forward pass

@@ -1,6 +1,8 @@
-"""CPU performance of the noise index: k-means through webjft vs FAISS's own, and a 1M x 512 input set.
+"""CPU performance of the noise index: k-means through webjft vs FAISS's own, a 1M x 512 input set, and
+the CPU's image decoding for the embedder.
 
     .venv/bin/python bench/noise_perf.py kmeans                 # both rates, measured in one run
+    .venv/bin/python bench/noise_perf.py decode                 # PIL decode + eval transform, per core
     .venv/bin/python bench/noise_perf.py make /tmp/noise1m      # labels.parquet + embeddings.parquet, 1M x 512
     /usr/bin/time -v .venv/bin/webjft noise --labels /tmp/noise1m/labels.parquet \
         --embeddings /tmp/noise1m/embeddings.parquet --verified /tmp/noise1m/verified.parquet \
@@ -9,11 +11,16 @@
 The 1M set follows the default taxonomy: Zipf class sizes over its classes, about 1.3 labels per image, each
 class a Gaussian cluster around a mean that its look-alike shares, 20% of labels flipped (mostly to the
 look-alike), and a 30k-label verified sample keyed by the taxonomy's keys.
+
+`decode` times what each DataLoader worker of `webjft noise --decode-on workers` does per image (decode one
+JPEG, then the open_clip eval transform up to its uint8 crop), in this process and through DataLoaders of
+`--workers` worker processes: how many cores the CPU path needs to keep up with a GPU's forward rate.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
 import time
@@ -23,9 +30,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import faiss  # noqa: E402
+from gpu_noise import jpegs  # noqa: E402
 
+from index.embed import ModelChoice, _Decoded, load_image_tower  # noqa: E402
 from index.kmeans import kmeans  # noqa: E402
 from labeling.taxonomy import default_taxonomy  # noqa: E402
 
@@ -98,6 +108,36 @@ def make_set(out: str, n: int, d: int, flip: float, n_verified: int, seed: int) 
     print(f"wrote {n:,} x {d} embeddings, labels and {len(verified['image_id']):,} verified rows to {out}")
 
 
+def bench_decode(model: str, n: int, image_px: int, workers: list[int], batch: int) -> dict[str, float]:
+    """Images/s of decoding alone, of decode + transform in one process, and through DataLoaders."""
+    import torch
+    from PIL import Image
+
+    contents = jpegs(n, image_px)
+    _, preprocess = load_image_tower(ModelChoice(model, None, "benchmark"), "cpu")
+    dataset = _Decoded(contents, preprocess)
+    rates: dict[str, float] = {}
+    start = time.perf_counter()
+    for content in contents:
+        with Image.open(io.BytesIO(content)) as image:
+            image.convert("RGB").load()
+    rates["decode only, 1 process"] = n / (time.perf_counter() - start)
+    start = time.perf_counter()
+    for i in range(n):
+        dataset[i]
+    rates["decode + transform, 1 process"] = n / (time.perf_counter() - start)
+    for count in workers:
+        loader = torch.utils.data.DataLoader(dataset, batch_size=batch, num_workers=count)
+        start = time.perf_counter()
+        seen = sum(len(b) for b in loader)
+        rates[f"decode + transform, DataLoader, {count} workers"] = seen / (time.perf_counter() - start)
+    one = rates["decode + transform, 1 process"]
+    print(f"{model} eval transform, {n:,} JPEGs of {image_px} px")
+    for name, rate in rates.items():
+        print(f"  {name}: {rate:,.0f} images/s ({rate / one:.2f}x one process)")
+    return rates
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
@@ -114,9 +154,18 @@ def main() -> None:
     m.add_argument("--flip", type=float, default=0.2)
     m.add_argument("--verified", type=int, default=30_000)
     m.add_argument("--seed", type=int, default=0)
+    dec = sub.add_parser("decode")
+    dec.add_argument("--model", default="ViT-B-32")
+    dec.add_argument("--n", type=int, default=2048)
+    dec.add_argument("--image-px", type=int, default=256)
+    dec.add_argument("--workers", type=int, nargs="+", default=[1, os.cpu_count() or 1],
+                     help="DataLoader worker counts to time")
+    dec.add_argument("--batch", type=int, default=256)
     args = parser.parse_args()
     if args.what == "kmeans":
         bench_kmeans(args.n, args.d, args.k, args.niter, args.repeats)
+    elif args.what == "decode":
+        bench_decode(args.model, args.n, args.image_px, args.workers, args.batch)
     else:
         make_set(args.out, args.n, args.d, args.flip, args.verified, args.seed)
 

@@ -1,0 +1,30 @@
+"""bench/noise_perf.py's decode timing: every rate it reports is measured over the images it was given."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "noise_perf.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("noise_perf", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["noise_perf"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_decode_reports_each_path_and_worker_count(bench, capsys):
+    rates = bench.bench_decode("webjft-tiny-vit", n=24, image_px=64, workers=[1, 2], batch=8)
+    assert list(rates) == ["decode only, 1 process", "decode + transform, 1 process",
+                           "decode + transform, DataLoader, 1 workers", "decode + transform, DataLoader, 2 workers"]
+    assert all(rate > 0 for rate in rates.values())
+    printed = capsys.readouterr().out
+    assert "24 JPEGs of 64 px" in printed and "2 workers" in printed
+
