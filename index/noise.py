@@ -231,6 +231,137 @@ def _split_verified(
     return index, wrong, outside
 
 
+@dataclass(frozen=True)
+class PairSignals:
+    """What the embeddings say about each (image, class) pair: the labels first, then the verified pairs
+    that are not labels (`Candidates`), in that order in every array."""
+
+    z: np.ndarray  # distance to the class's nearest centroid, normalised within the class
+    agree: np.ndarray  # neighbours carrying the class (or, with a hierarchy, a class below it)
+    valid: np.ndarray  # neighbours found
+    rivals: np.ndarray  # neighbours carrying the strongest class unrelated to this one
+    same_name: np.ndarray | None  # another label of the image has the same name (None: no names, or none do)
+
+    def logit(self, count: np.ndarray) -> np.ndarray:
+        """Smoothed log-odds of `count` out of the valid neighbours."""
+        return np.log((count + 0.5) / (self.valid - count + 0.5))
+
+
+@dataclass(frozen=True)
+class Fit:
+    """P(wrong) per label and per class, from the calibrated model or the mixture, and what it used."""
+
+    p: np.ndarray
+    rates: ClassRates
+    method: str
+    method_of: np.ndarray  # per class id
+    weights: dict[str, float]  # the calibrated model's, by input name; empty for the mixture
+    scores_used: bool
+    shared_name_labels: int
+    candidates_used: int
+
+
+def measure_pairs(
+    x: np.ndarray, labels: Labels, outside: Candidates, config: NoiseConfig, class_space: ClassSpace,
+    progress: Progress | None, timings: dict[str, float],
+) -> PairSignals:
+    """Distances to class centroids, neighbour agreement and rivals, and shared names, for every label and
+    every verified pair that is not one; measured against the labels' centroids and neighbours alike."""
+    rows, classes = labels.pairs()
+    n_per_class = np.bincount(classes, minlength=labels.n_classes)
+    clock = time.perf_counter()
+    dist, _, median, outside_dist = class_distances(x, rows, classes, labels.n_classes, config, progress,
+                                                    outside.row, outside.class_id)
+    finite = np.isfinite(dist)
+    global_median = float(np.median(dist[finite])) if finite.any() else 1.0
+    z, outside_z = (normalised_distance(d, c, median, n_per_class, config.scale_prior, global_median)
+                    for d, c in ((dist, classes), (outside_dist, outside.class_id)))
+    timings["class_kmeans_s"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    parents = class_space.parents
+    nbrs = neighbours(x, config.neighbours, exact_max=config.exact_knn_max, nprobe=config.nprobe,
+                      backend=config.backend, seed=config.seed, progress=progress,
+                      principal_axes=bool(config.whiten_dims))
+    pair_rows, pair_classes = np.concatenate([rows, outside.row]), np.concatenate([classes, outside.class_id])
+    agree_offsets, agree_values = labels.offsets, labels.values
+    if parents is not None:
+        agree_offsets, agree_values = with_ancestors(labels.offsets, labels.values, parents)
+    agree, valid = label_agreement(nbrs, agree_offsets, agree_values, pair_rows, pair_classes)
+    del agree_offsets, agree_values
+    rivals = neighbour_rivals(nbrs, labels.offsets, labels.values, pair_rows, pair_classes, parents)
+    del nbrs
+    timings["neighbours_s"] = time.perf_counter() - clock
+
+    same_name = None
+    if class_space.names is not None:
+        same_name = np.concatenate([shares_name(rows, classes, class_space.names),
+                                    name_among_labels(rows, classes, class_space.names, outside.row,
+                                                      outside.class_id)])
+        if not same_name.any():
+            same_name = None
+    return PairSignals(np.concatenate([z, outside_z]), agree, valid, rivals, same_name)
+
+
+def fit_calibrated(
+    signals: PairSignals, labels: Labels, index: np.ndarray, wrong: np.ndarray, outside: Candidates,
+    score_logit: np.ndarray | None, edges: np.ndarray, config: NoiseConfig, notes: list[str],
+) -> Fit:
+    """The logistic model of `index.calibrate` on the verified labels and pairs, applied to every label."""
+    rows, classes = labels.pairs()
+    n_labels, n_classes = len(rows), labels.n_classes
+    pair_classes = np.concatenate([classes, outside.class_id])
+    same_name = signals.same_name
+    pair_score = None
+    if score_logit is not None:
+        pair_score = np.concatenate([score_logit, _logit(outside.score) if len(outside.row) else []])
+    is_label = np.concatenate([np.ones(n_labels), np.zeros(len(outside.row))]) if len(outside.row) else None
+    class_same_name = None
+    if same_name is not None:  # per class: the share of its labels that share their name
+        n_per_class = np.bincount(classes, minlength=n_classes)
+        class_same_name = (np.bincount(classes, same_name[:n_labels], n_classes) / np.maximum(n_per_class, 1))
+        class_same_name = class_same_name[pair_classes]
+    features, names = design(signals.z, signals.logit(signals.agree), edges, pair_score, same_name,
+                             signals.logit(signals.rivals), is_label, class_same_name)
+    fit_rows = np.concatenate([index, n_labels + np.arange(len(outside.row))])
+    fit_wrong = np.concatenate([wrong, outside.wrong]).astype(bool)
+    sds = (config.class_prior_sd,) if config.class_prior_sd else (0.25, 0.5, 1.0, 2.0, 3.0, 4.0)
+    model = fit_logistic_eb(features[fit_rows], fit_wrong, pair_classes[fit_rows], n_classes, sds)
+    features, same_name = features[:n_labels], _head(same_name, n_labels)
+    p = model.predict(features, classes)
+    rates = class_rates_supervised(model, features, classes, n_classes, p)
+    # Verified labels only: pairs not kept mostly score ~0 and are wrong as predicted, which pins no offset.
+    per_class_verified = np.bincount(classes[index], minlength=n_classes)
+    method_of = np.where(per_class_verified >= config.class_verified_min, SUPERVISED, SUPERVISED_GLOBAL)
+    weight = dict(zip(names, model.w, strict=True))
+    notes.append(f"calibrated on {len(index):,} verified labels ({int(wrong.sum()):,} wrong); class offsets "
+                 f"spread {model.group_prior_sd:g} (logit)")
+    if len(outside.row):
+        notes.append(f"and on {len(outside.row):,} verified pairs that are not labels "
+                     f"({int(outside.wrong.sum()):,} wrong; the labeller did not keep them)")
+    if score_logit is not None:
+        notes.append(f"the labels' own scores are a third signal (fitted weight {weight['score']:.2f} on their "
+                     "log-odds of being right)")
+    if same_name is not None:
+        notes.append(f"{int(same_name.sum()):,} labels share their name with another label of their image "
+                     f"(readings of one ambiguous word): a signal of its own (fitted weight "
+                     f"{weight['same_name']:.2f})")
+    return Fit(p, rates, SUPERVISED, method_of, weight, score_logit is not None,
+               int(same_name.sum()) if same_name is not None else 0, len(outside.row))
+
+
+def fit_unsupervised(signals: PairSignals, labels: Labels, notes: list[str]) -> Fit:
+    """The two-component mixture of `index.calibrate` on the labels' agreement and distance alone."""
+    _, classes = labels.pairs()
+    n_labels = len(classes)
+    _, p = fit_mixture(signals.agree[:n_labels], signals.valid[:n_labels],
+                       np.log(np.maximum(signals.z[:n_labels], 1e-6)), classes, labels.n_classes)
+    rates = class_rates_mixture(classes, labels.n_classes, p)
+    notes.append("no verified sample: unsupervised two-component mixture; noise rates are estimates "
+                 "without calibration, expect larger errors")
+    return Fit(p, rates, UNSUPERVISED, np.full(labels.n_classes, UNSUPERVISED), {}, False, 0, 0)
+
+
 def estimate_noise(
     x: np.ndarray,
     labels: Labels,
@@ -254,13 +385,11 @@ def estimate_noise(
     scores of their own (`Verified.score`) and are left out without them.
     """
     class_space = class_space or ClassSpace()
-    parents = class_space.parents
     config = config or NoiseConfig()
     if x.shape[0] != labels.n_images:
         raise ValueError(f"{x.shape[0]} embeddings for {labels.n_images} labelled images")
     timings: dict[str, float] = {}
     notes: list[str] = []
-    weight: dict[str, float] = {}
     x = _prepare(x, config, inplace, notes)
     rows, classes = labels.pairs()
     n_classes = labels.n_classes
@@ -276,112 +405,38 @@ def estimate_noise(
             score_logit = None
     index, wrong, outside = _split_verified(verified, rows, classes, n_per_class, config,
                                             need_scores=score_logit is not None, notes=notes)
+    signals = measure_pairs(x, labels, outside, config, class_space, progress, timings)
 
     clock = time.perf_counter()
-    dist, _, median, outside_dist = class_distances(x, rows, classes, n_classes, config, progress,
-                                                    outside.row, outside.class_id)
-    finite = np.isfinite(dist)
-    global_median = float(np.median(dist[finite])) if finite.any() else 1.0
-    z, outside_z = (normalised_distance(d, c, median, n_per_class, config.scale_prior, global_median)
-                    for d, c in ((dist, classes), (outside_dist, outside.class_id)))
-    timings["class_kmeans_s"] = time.perf_counter() - clock
-
-    clock = time.perf_counter()
-    nbrs = neighbours(x, config.neighbours, exact_max=config.exact_knn_max, nprobe=config.nprobe,
-                      backend=config.backend, seed=config.seed, progress=progress,
-                      principal_axes=bool(config.whiten_dims))
-    pair_rows, pair_classes = np.concatenate([rows, outside.row]), np.concatenate([classes, outside.class_id])
-    agree_offsets, agree_values = labels.offsets, labels.values
-    if parents is not None:
-        agree_offsets, agree_values = with_ancestors(labels.offsets, labels.values, parents)
-    agree, valid = label_agreement(nbrs, agree_offsets, agree_values, pair_rows, pair_classes)
-    del agree_offsets, agree_values
-    rivals = neighbour_rivals(nbrs, labels.offsets, labels.values, pair_rows, pair_classes, parents)
-    rival_logit = np.log((rivals + 0.5) / (valid - rivals + 0.5))
-    del nbrs
-    agree_logit = np.log((agree + 0.5) / (valid - agree + 0.5))
-    timings["neighbours_s"] = time.perf_counter() - clock
-
-    clock = time.perf_counter()
-    n_labels = len(rows)
+    z = signals.z[: len(rows)]
     edges = bucket_edges(z, config.buckets)
-    same_name = None
-    if class_space.names is not None:
-        same_name = np.concatenate([shares_name(rows, classes, class_space.names),
-                                    name_among_labels(rows, classes, class_space.names, outside.row,
-                                                      outside.class_id)])
-        if not same_name.any():
-            same_name = None
-    pair_score = None
-    if score_logit is not None:
-        pair_score = np.concatenate([score_logit, _logit(outside.score) if len(outside.row) else []])
-    is_label = np.concatenate([np.ones(n_labels), np.zeros(len(outside.row))]) if len(outside.row) else None
-    class_same_name = None
-    if same_name is not None:  # per class: the share of its labels that share their name
-        class_same_name = (np.bincount(classes, same_name[:n_labels], n_classes) / np.maximum(n_per_class, 1))
-        class_same_name = class_same_name[pair_classes]
-    features, names = design(np.concatenate([z, outside_z]), agree_logit, edges, pair_score, same_name,
-                             rival_logit, is_label, class_same_name)
-    fit_rows = np.concatenate([index, n_labels + np.arange(len(outside.row))])
-    fit_wrong = np.concatenate([wrong, outside.wrong]).astype(bool)
-    supervised = len(index) >= config.min_verified and 0 < wrong.sum() < len(wrong)
-    if supervised:
-        sds = (config.class_prior_sd,) if config.class_prior_sd else (0.25, 0.5, 1.0, 2.0, 3.0, 4.0)
-        model = fit_logistic_eb(features[fit_rows], fit_wrong, pair_classes[fit_rows], n_classes, sds)
-        features, same_name = features[:n_labels], _head(same_name, n_labels)
-        p = model.predict(features, classes)
-        rates = class_rates_supervised(model, features, classes, n_classes, p)
-        # Verified labels only: pairs not kept mostly score ~0 and are wrong as predicted, which pins no offset.
-        per_class_verified = np.bincount(classes[index], minlength=n_classes)
-        method_of = np.where(per_class_verified >= config.class_verified_min, SUPERVISED, SUPERVISED_GLOBAL)
-        method = SUPERVISED
-        weight = dict(zip(names, model.w, strict=True))
-        notes.append(f"calibrated on {len(index):,} verified labels ({int(wrong.sum()):,} wrong); class offsets "
-                     f"spread {model.group_prior_sd:g} (logit)")
-        if len(outside.row):
-            notes.append(f"and on {len(outside.row):,} verified pairs that are not labels "
-                         f"({int(outside.wrong.sum()):,} wrong; the labeller did not keep them)")
-        if score_logit is not None:
-            notes.append(f"the labels' own scores are a third signal (fitted weight {weight['score']:.2f} on their "
-                         "log-odds of being right)")
-        if same_name is not None:
-            notes.append(f"{int(same_name.sum()):,} labels share their name with another label of their image "
-                         f"(readings of one ambiguous word): a signal of its own (fitted weight "
-                         f"{weight['same_name']:.2f})")
+    if len(index) >= config.min_verified and 0 < wrong.sum() < len(wrong):
+        fit = fit_calibrated(signals, labels, index, wrong, outside, score_logit, edges, config, notes)
     else:
         if verified is not None:
             notes.append(f"only {len(index):,} usable verified labels (need {config.min_verified}, right and "
                          "wrong ones): falling back to the unsupervised estimate")
-        _, p = fit_mixture(agree[:n_labels], valid[:n_labels], np.log(np.maximum(z, 1e-6)), classes, n_classes)
-        rates = class_rates_mixture(classes, n_classes, p)
-        method_of = np.full(n_classes, UNSUPERVISED)
-        method = UNSUPERVISED
-        notes.append("no verified sample: unsupervised two-component mixture; noise rates are estimates "
-                     "without calibration, expect larger errors")
+        fit = fit_unsupervised(signals, labels, notes)
         if score_logit is not None:
             notes.append("the labels' own scores are not used without a verified sample to weigh them")
-            score_logit = None
-        same_name = None
-        outside = outside.take(np.zeros(len(outside.row), bool))
     timings["calibrate_s"] = time.perf_counter() - clock
     if progress:
         progress("calibrate", 1, 1)
 
-    curve = _curve(z, edges, p, index, wrong)
     present = np.flatnonzero(n_per_class)
     result = NoiseResult(
-        classes=_classes_table(present, rates, method_of),
+        classes=_classes_table(present, fit.rates, fit.method_of),
         images=pa.table(
             {
                 "image_id": labels.image_ids.take(pa.array(rows)),
                 "class_id": pa.array(classes, pa.int32()),
                 "distance": pa.array(z, pa.float32()),
-                "p_noisy": pa.array(p.astype(np.float32), pa.float32()),
+                "p_noisy": pa.array(fit.p.astype(np.float32), pa.float32()),
             },
             schema=NOISE_IMAGES,
         ),
-        curve=curve,
-        method=method,
+        curve=_curve(z, edges, fit.p, index, wrong),
+        method=fit.method,
         notes=notes,
         verified_labels=np.asarray(index, dtype=np.int64),
     )
@@ -390,12 +445,12 @@ def estimate_noise(
         "labels": len(rows),
         "classes": len(present),
         "verified_used": len(index),
-        "verified_candidates_used": len(outside.row),
+        "verified_candidates_used": fit.candidates_used,
         "embedding_dims": int(x.shape[1]),
-        "label_scores_used": score_logit is not None,
-        "hierarchy_used": parents is not None,
-        "shared_name_labels_used": int(same_name.sum()) if same_name is not None else 0,
-        "model_weights": {name: round(float(value), 4) for name, value in weight.items()},
+        "label_scores_used": fit.scores_used,
+        "hierarchy_used": class_space.parents is not None,
+        "shared_name_labels_used": fit.shared_name_labels,
+        "model_weights": {name: round(float(value), 4) for name, value in fit.weights.items()},
         "backend": resolve_backend(config.backend),
         "config": asdict(config),
         **{name: round(value, 3) for name, value in timings.items()},
