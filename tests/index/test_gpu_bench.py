@@ -16,7 +16,7 @@ def test_gpu_bench_tiny_runs_on_cpu(tmp_path):
     assert result["device"] == "cpu"
     decoders = [row["decode"] for row in result["embedding"]["pipelines"]]
     assert decoders == ["device, 1 threads, decode only", "device, 4 threads, decode only", "workers (uint8 crops)",
-                        "device, 1 decode threads", "device, 4 decode threads"]
+                        "device, 1 decode threads", "device, 4 decode threads", "cached uint8 crops, forward only"]
     assert all(row["images_per_s"] > 0 for row in result["embedding"]["pipelines"])
     assert {(row["precision"], row["kernel"]) for row in result["kmeans"]} >= {("fp32", "addmm"), ("tf32", "addmm")}
     assert result["torch_vs_faiss"]["same_assignment_share"] > 0.99
