@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "noise_perf.py"
+from tests.bench.scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("noise_perf", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["noise_perf"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("noise_perf")
 
 
 def test_decode_reports_each_path_and_worker_count(bench, capsys):

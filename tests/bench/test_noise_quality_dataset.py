@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "noise_quality_dataset.py"
+from tests.bench.scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("noise_quality_dataset", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["noise_quality_dataset"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("noise_quality_dataset")
 
 
 @pytest.fixture(scope="module")

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
-SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "gpu_noise.py"
+from tests.bench.scripts import load_script
 
 
 def test_gpu_bench_tiny_runs_on_cpu(tmp_path):
-    spec = importlib.util.spec_from_file_location("gpu_noise", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    result = module.main(["--tiny", "--json", str(tmp_path / "r.json")])
+    result = load_script("gpu_noise").main(["--tiny", "--json", str(tmp_path / "r.json")])
     assert result["device"] == "cpu"
     decoders = [row["decode"] for row in result["embedding"]["pipelines"]]
     assert decoders == ["device, 1 threads, decode only", "device, 4 threads, decode only", "workers (uint8 crops)",
